@@ -1,0 +1,92 @@
+"""LeNet-5, the pretrained-weights paths (local file; offline Hub), and what fit promises."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from vision_studies.data import dataloaders
+from vision_studies.models import LeNet5, PretrainedWeightsUnavailable, build_learner, count_parameters
+from vision_studies.train import fit, seed_everything
+
+
+def test_lenet5_has_lecuns_shape():
+    model = LeNet5()
+    assert count_parameters(model) == 61_706
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.fixture(scope="module")
+def pets_dls(pets):
+    spec, path = pets
+    return dataloaders(spec, path, 32, batch_size=16, augment="none")
+
+
+def test_local_weights_file_is_loaded_into_the_body(pets_dls, tmp_path):
+    """The offline transfer-learning path: timm weights from a local file, a new head for our classes."""
+    torch.manual_seed(0)
+    source = timm.create_model("resnet10t", pretrained=False)
+    weights = tmp_path / "resnet10t.safetensors"
+    save_file(source.state_dict(), weights)
+    learn = build_learner(pets_dls, "resnet10t", weights=weights, path=tmp_path)
+    body = learn.model[0].model  # fastai's TimmBody wraps the timm model
+    assert torch.equal(body.conv1[0].weight, source.conv1[0].weight)
+    assert torch.equal(body.layer4[0].conv2.weight, source.layer4[0].conv2.weight)
+    assert learn.model[-1][-1].out_features == 37  # the head is new: our 37 breeds, not ImageNet's 1000
+    # pretrained weights mean fine-tuning: fastai freezes the body so the new head learns first
+    assert not body.conv1[0].weight.requires_grad
+
+
+def test_missing_weights_file_names_the_parameter(pets_dls, tmp_path):
+    with pytest.raises(FileNotFoundError, match="WEIGHTS"):
+        build_learner(pets_dls, "resnet10t", weights=tmp_path / "nope.safetensors")
+
+
+def test_offline_pretrained_says_how_to_proceed(pets_dls, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(PretrainedWeightsUnavailable, match="PRETRAINED = False.*WEIGHTS"):
+        build_learner(pets_dls, "resnet10t", pretrained=True)
+
+
+def test_lenet_refuses_pretrained(mnist):
+    spec, path = mnist
+    dls = dataloaders(spec, path, 28, batch_size=64)
+    with pytest.raises(ValueError, match="from scratch"):
+        build_learner(dls, "lenet5", pretrained=True)
+
+
+@pytest.fixture(scope="module")
+def mnist_dls(mnist):
+    spec, path = mnist
+    return dataloaders(spec, path, 28, batch_size=64, augment="none")
+
+
+def test_fit_learns_and_keeps_the_best_epoch(mnist_dls, tmp_path):
+    seed_everything(0)
+    learn = build_learner(mnist_dls, "lenet5", pretrained=False, path=tmp_path)
+    run = fit(learn, 4, 1e-2)
+    assert len(run.history) == 4 and run.device == "cpu" and run.mixed_precision is None
+    best = min(row["valid_loss"] for row in run.history)
+    assert run.history[run.best_epoch]["valid_loss"] == best
+    # the model we are left with is the best epoch's, not the last one's
+    assert learn.validate()[0] == pytest.approx(best, rel=1e-4)
+    assert run.history[-1]["accuracy"] > 0.8
+
+
+def test_early_stopping_stops_when_nothing_improves(mnist_dls, tmp_path):
+    learn = build_learner(mnist_dls, "lenet5", pretrained=False, path=tmp_path)
+    run = fit(learn, 10, 0.0, patience=2)  # lr 0: the validation loss can never improve
+    assert len(run.history) == 3  # the first epoch, then two without improvement
+
+
+def test_fine_tune_records_the_frozen_epoch_too(pets_dls, tmp_path):
+    source = timm.create_model("resnet10t", pretrained=False)
+    weights = tmp_path / "w.safetensors"
+    save_file(source.state_dict(), weights)
+    learn = build_learner(pets_dls, "resnet10t", weights=weights, path=tmp_path)
+    run = fit(learn, 2, 1e-3, fine_tune=True, freeze_epochs=1)
+    assert len(run.history) == 3 and run.best_epoch >= 1  # kept epoch is from the unfrozen phase

@@ -1,0 +1,134 @@
+"""Execute notebooks headlessly with papermill, several at once, each with its share of the CPU cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+__all__ = ["NotebookRun", "find_notebooks", "run_notebooks", "format_table", "render_html", "threads_per_worker"]
+
+
+@dataclass
+class NotebookRun:
+    notebook: str
+    ok: bool
+    seconds: float
+    output: Path
+    record: dict[str, Any] | None
+    error: str = ""
+
+    @property
+    def main_metric(self) -> str:
+        metrics = (self.record or {}).get("metrics", {})
+        for name in ("accuracy", "f1_macro"):
+            if name in metrics:
+                return f"{name} {metrics[name]:.4f}"
+        return "-"
+
+
+def find_notebooks(folder: Path | str, names: list[str] | None = None) -> list[Path]:
+    """Notebooks in `folder`, all of them or those whose file name starts with one of `names` (`05`, `05_mnist`)."""
+    every = sorted(Path(folder).glob("[0-9]*.ipynb"))
+    if not every:
+        raise FileNotFoundError(f"no study notebooks in {Path(folder).resolve()}; run from the repository root")
+    if not names:
+        return every
+    chosen = []
+    for name in names:
+        found = [nb for nb in every if nb.stem == name or nb.name == name or nb.stem.startswith(f"{name}_")]
+        if not found:
+            raise FileNotFoundError(f"no notebook matches {name!r} in {folder}; there are: {', '.join(nb.stem for nb in every)}")
+        chosen += [nb for nb in found if nb not in chosen]
+    return chosen
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Each worker's share of the cores, at least one: more threads than cores make every step wait on others."""
+    return max(1, (cores or os.cpu_count() or 1) // workers)
+
+
+def _execute(notebook: Path, out_dir: Path, parameters: dict[str, Any], cwd: Path, threads: int, timeout: int) -> NotebookRun:
+    # Set in this worker process before the kernel starts, so the kernel's torch and BLAS inherit them.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import papermill
+
+    output = out_dir / notebook.name
+    models = out_dir / "models"
+    start = time.perf_counter()
+    error = ""
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(output), parameters={"OUTPUT_DIR": str(models), **parameters},
+            cwd=str(cwd), progress_bar=False, execution_timeout=timeout, kernel_name="python3",
+        )
+    except Exception as e:  # papermill's PapermillExecutionError carries the failing cell's traceback
+        error = f"{e.__class__.__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+    seconds = time.perf_counter() - start
+    record_path = models / notebook.stem / "results.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() and not error else None
+    return NotebookRun(notebook.stem, not error, seconds, output, record, error)
+
+
+def run_notebooks(
+    notebooks: list[Path],
+    out_dir: Path | str = "runs",
+    parameters: dict[str, Any] | None = None,
+    workers: int | None = None,
+    cwd: Path | str = ".",
+    timeout: int = 1800,
+) -> list[NotebookRun]:
+    """Execute `notebooks` with papermill, `workers` at a time; executed copies and records go to `out_dir`.
+
+    `parameters` overrides each notebook's `parameters` cell (`{"FIXTURE": True}` for CI). Results come
+    back in the order given, whatever order they finish in.
+    """
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(notebooks)))
+    threads = threads_per_worker(workers)
+    results: dict[Path, NotebookRun] = {}
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {
+            pool.submit(_execute, nb.resolve(), out_dir, parameters or {}, Path(cwd).resolve(), threads, timeout): nb
+            for nb in notebooks
+        }
+        with tqdm(total=len(futures), desc=f"notebooks ({workers} at a time, {threads} thread(s) each)", unit="nb") as bar:
+            for future in as_completed(futures):
+                run = future.result()
+                results[futures[future]] = run
+                bar.write(f"{run.notebook}: {'ok' if run.ok else 'FAILED'} in {run.seconds:.1f} s {run.error}")
+                bar.update()
+    return [results[nb] for nb in notebooks]
+
+
+def format_table(runs: list[NotebookRun]) -> str:
+    """A plain-text table: notebook, status, seconds, main metric."""
+    rows = [("notebook", "status", "seconds", "main metric")]
+    rows += [(r.notebook, "ok" if r.ok else "FAILED", f"{r.seconds:.1f}", r.main_metric) for r in runs]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_html(runs: list[NotebookRun]) -> list[Path]:
+    """Render each executed notebook to HTML beside it, for reading a run without Jupyter."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter()
+    paths = []
+    for run in runs:
+        if run.output.exists():
+            body, _ = exporter.from_filename(str(run.output))
+            html = run.output.with_suffix(".html")
+            html.write_text(body, encoding="utf-8")
+            paths.append(html)
+    return paths
