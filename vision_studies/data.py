@@ -40,9 +40,14 @@ def _layout_hint(spec: DatasetSpec) -> str:
     return f"{spec.images_folder}/<image> with the label in the file name (pattern {spec.label_regex})"
 
 
+def _image_block(spec: DatasetSpec):
+    """How image files become model inputs: opened with PIL, converted to the dataset's mode."""
+    return ImageBlock(PILImageBW if spec.image_mode == "L" else PILImage)
+
+
 def _block(spec: DatasetSpec, seed: int, item_tfms: list, batch_tfms: list) -> DataBlock:
     common = dict(
-        blocks=(ImageBlock(PILImageBW if spec.image_mode == "L" else PILImage), CategoryBlock(vocab=list(spec.classes))),
+        blocks=(_image_block(spec), CategoryBlock(vocab=list(spec.classes))),
         item_tfms=item_tfms,
         batch_tfms=batch_tfms,
     )
