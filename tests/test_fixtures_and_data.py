@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 import pytest
 
-from vision_studies.data import dataloaders, prepare_dataset
-from vision_studies.fixtures import make_fixture
+from vision_studies.data import dataloaders, holdout_test, items_table, prepare_dataset
+from vision_studies.fixtures import FIXTURE_MAKERS, make_fixture
 from vision_studies.registry import DATASETS, PET_BREEDS, get_spec
 
 
@@ -18,9 +19,12 @@ def _digest_tree(folder):
 
 def test_registry_entries_are_complete():
     for spec in DATASETS.values():
-        assert spec.url.startswith("https://") and spec.licence and spec.homepage
-        assert spec.md5 or spec.sha256, f"{spec.name} has no checksum"
-        assert len(set(spec.classes)) == len(spec.classes)
+        assert spec.url.startswith(("https://", "http://")) and spec.licence and spec.homepage, spec.name
+        assert spec.layout in ("class_folders", "filename_regex", "label_csv", "official_split"), spec.name
+        assert len(set(spec.classes)) == len(spec.classes), spec.name
+        # a published checksum, or one recorded at the first download (sources.fetch_dataset)
+        assert (spec.md5 or spec.sha256) or spec.size is None, spec.name
+    assert set(FIXTURE_MAKERS) == set(DATASETS)  # every dataset has a fixture
 
 
 def test_unknown_dataset_error_lists_the_known_ones():
@@ -28,11 +32,12 @@ def test_unknown_dataset_error_lists_the_known_ones():
         get_spec("imagenet")
 
 
-@pytest.mark.parametrize("name", ["mnist", "pets"])
+@pytest.mark.parametrize("name", sorted(FIXTURE_MAKERS))
 def test_fixtures_are_deterministic_and_small(name, tmp_path):
     a, b = make_fixture(name, tmp_path / "a"), make_fixture(name, tmp_path / "b")
     assert _digest_tree(a) == _digest_tree(b)
-    assert sum(p.stat().st_size for p in a.rglob("*") if p.is_file()) < 2_000_000
+    # generated at test time, never committed; still small enough to make in about a second
+    assert sum(p.stat().st_size for p in a.rglob("*") if p.is_file()) < 3_000_000
 
 
 def test_mnist_fixture_has_mnist_layout(mnist):
@@ -59,7 +64,7 @@ def test_mnist_loader_uses_the_official_split(mnist):
     x, y = dls.one_batch()
     assert x.shape == (32, 1, 28, 28)  # grayscale stays one channel
     # the label of an item is its folder's name
-    item = dls.valid_ds.items[0]
+    item = Path(dls.valid_ds.items.iloc[0]["path"])
     assert dls.vocab[dls.valid_ds[0][1]] == item.parent.name
 
 
@@ -69,10 +74,11 @@ def test_pets_loader_reads_labels_from_file_names(pets):
     assert len(dls.train_ds) + len(dls.valid_ds) == len(list((path / "images").glob("*.jpg")))
     assert len(dls.valid_ds) == round(0.2 * (len(dls.train_ds) + len(dls.valid_ds)))
     for i in range(5):
-        assert dls.vocab[dls.train_ds[i][1]] == re.match(spec.label_regex, dls.train_ds.items[i].name).group(1)
+        name = Path(dls.train_ds.items.iloc[i]["path"]).name
+        assert dls.vocab[dls.train_ds[i][1]] == re.match(spec.label_regex, name).group(1)
     assert dls.one_batch()[0].shape == (16, 3, 64, 64)
     same_seed = dataloaders(spec, path, 64, batch_size=16, seed=1)
-    assert list(same_seed.valid_ds.items) == list(dls.valid_ds.items)
+    assert list(same_seed.valid_ds.items["path"]) == list(dls.valid_ds.items["path"])
 
 
 def test_missing_dataset_folder_says_how_to_make_it(tmp_path):
@@ -98,3 +104,95 @@ def test_unknown_augmentation_preset_names_the_choices(mnist):
     spec, path = mnist
     with pytest.raises(ValueError, match="digits"):
         dataloaders(spec, path, 28, augment="wild")
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_every_fixture_loads_and_its_table_matches_the_disk(name, data_root):
+    spec, path = prepare_dataset(name, fixture=True, root=data_root)
+    table = items_table(spec, path)
+    assert table["is_valid"].any() and not table["is_valid"].all()
+    labels = {l for ls in table["label"] for l in (ls if isinstance(ls, list) else [ls])}
+    if spec.classes:
+        assert labels == set(spec.classes), name  # the fixture has every class, named as the real set names it
+    on_disk = [p for p in path.rglob("*") if p.suffix in (".png", ".jpg")]
+    if spec.class_folders:  # only the chosen folders take part
+        on_disk = [p for p in on_disk if p.parent.name in spec.class_folders]
+    left_out = 3 if spec.screen_images else 0  # the cats-vs-dogs fixture plants three broken files
+    assert len(table) == len(on_disk) - left_out, name
+    dls = dataloaders(spec, path, 32, batch_size=4, table=table)
+    x, y = dls.one_batch()
+    assert x.shape[-2:] == (32, 32)
+
+
+def test_multi_label_rows_carry_every_label(data_root):
+    spec, path = prepare_dataset("pascal_2007", fixture=True, root=data_root)
+    table = items_table(spec, path)
+    csv = (path / "train.csv").read_text().splitlines()[1:]
+    first = csv[0].split(",")
+    assert table.loc[0, "label"] == first[1].split(" ")
+    dls = dataloaders(spec, path, 32, batch_size=4, table=table)
+    assert dls.one_batch()[1].shape == (4, 20)  # one yes/no per VOC class
+
+
+def test_official_split_follows_train_test_split_txt(data_root):
+    spec, path = prepare_dataset("cub200", fixture=True, root=data_root)
+    table = items_table(spec, path)
+    flags = [line.split()[1] for line in (path / "train_test_split.txt").read_text().splitlines()]
+    assert int(table["is_valid"].sum()) == flags.count("0") and len(table) == len(flags)
+    birds10 = items_table(get_spec("birds10"), path)
+    assert sorted(set(birds10["label"])) == sorted(get_spec("birds10").classes) and len(birds10) == 40
+
+
+def test_extra_training_images_join_the_training_side_only(data_root, tmp_path):
+    spec, path = prepare_dataset("cub200", fixture=True, root=data_root)
+    extra = tmp_path / "ebird" / "Laysan_Albatross"
+    extra.mkdir(parents=True)
+    source = next((path / "images" / "002.Laysan_Albatross").iterdir())
+    for i in range(3):
+        (extra / f"ebird_{i}.jpg").write_bytes(source.read_bytes())
+    base, more = items_table(spec, path), items_table(spec, path, extra_train_folder=tmp_path / "ebird")
+    assert len(more) == len(base) + 3 and more["is_valid"].sum() == base["is_valid"].sum()
+
+
+def test_cifar100_reads_nested_superclass_folders_too(tmp_path, data_root):
+    """Some copies of CIFAR-100 nest classes in superclass folders; the label is the innermost folder."""
+    spec, flat = prepare_dataset("cifar100", fixture=True, root=data_root)
+    nested = tmp_path / "cifar100"
+    for split in ("train", "test"):
+        for folder in (flat / split).iterdir():
+            target = nested / split / "a_superclass" / folder.name
+            target.mkdir(parents=True)
+            for f in folder.iterdir():
+                (target / f.name).write_bytes(f.read_bytes())
+    a, b = items_table(spec, flat), items_table(spec, nested)
+    assert sorted(a["label"]) == sorted(b["label"]) and a["is_valid"].sum() == b["is_valid"].sum()
+
+
+def test_user_folder_is_read_like_a_dataset(tmp_path, data_root):
+    _, potholes = prepare_dataset("potholes", fixture=True, root=data_root)
+    spec, path = prepare_dataset("potholes", folder=potholes)
+    assert spec.classes == () and path == potholes
+    assert set(items_table(spec, path)["label"]) == {"normal", "potholes"}
+    with pytest.raises(FileNotFoundError, match="DATA_FOLDER"):
+        prepare_dataset("potholes", folder=tmp_path / "missing")
+
+
+def test_labels_outside_the_registry_are_named(tmp_path, data_root):
+    _, potholes = prepare_dataset("potholes", fixture=True, root=data_root)
+    odd = tmp_path / "potholes"
+    for label in ("normal", "puddles"):
+        (odd / label).mkdir(parents=True)
+        for f in list((potholes / "normal").iterdir())[:5]:
+            (odd / label / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(ValueError, match="puddles"):
+        items_table(get_spec("potholes"), odd)
+
+
+def test_holdout_test_never_touches_validation(data_root):
+    spec, path = prepare_dataset("dogs6", fixture=True, root=data_root)
+    table = items_table(spec, path)
+    rest, test = holdout_test(table, 0.1, seed=0)
+    assert len(rest) + len(test) == len(table) and not test["is_valid"].any()
+    assert rest["is_valid"].sum() == table["is_valid"].sum()
+    assert not set(rest["path"]) & set(test["path"])
+    assert list(holdout_test(table, 0.1, seed=0)[1]["path"]) == list(test["path"])  # seeded

@@ -1,4 +1,4 @@
-"""The `vision-studies` command: list datasets, build fixtures, run the study notebooks."""
+"""The `vision-studies` command: list datasets, build fixtures, run the study notebooks, serve and share models."""
 
 from __future__ import annotations
 
@@ -55,6 +55,49 @@ def _run_notebooks(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _model_errors(command):
+    """A missing or malformed export is the user's to fix: say what is wrong, exit 2, no traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+@_model_errors
+def _demo(args: argparse.Namespace) -> int:
+    from .app import serve
+
+    print(f"serving {args.model} on http://{args.host}:{args.port} (Ctrl+C stops it)")
+    serve(args.model, host=args.host, port=args.port)
+    return 0
+
+
+@_model_errors
+def _space(args: argparse.Namespace) -> int:
+    from .app import write_space
+
+    out = write_space(args.model, args.out, title=args.title, model_repo=args.model_repo)
+    print(f"{out}: a Hugging Face Space; upload it with huggingface_hub.upload_folder(repo_type='space', ...)")
+    return 0
+
+
+@_model_errors
+def _predict(args: argparse.Namespace) -> int:
+    from .hub import load_exported
+
+    predictor = load_exported(args.model)
+    for image in args.images:
+        scores = predictor.scores(image, top_k=args.top_k)
+        shown = ", ".join(f"{label} {p:.1%}" for label, p in scores.items()) or "no class above the threshold"
+        print(f"{image}: {shown}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vision-studies", description="Transfer-learning studies for image classification.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", action="store_true", help="also render each executed notebook to HTML beside it")
     p.add_argument("--timeout", type=int, default=1800, help="seconds one cell may run (default: 1800)")
     p.set_defaults(func=_run_notebooks)
+
+    model_help = "an exported model: a folder written by hub.export_learner, or a Hub repo id (owner/name)"
+    p = sub.add_parser("demo", help="serve an exported model as a gradio web demo")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 shares it on the network)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("space", help="write a Hugging Face Space folder that serves an exported model")
+    p.add_argument("model", help="a folder written by hub.export_learner")
+    p.add_argument("out", type=Path, help="the Space folder to write")
+    p.add_argument("--title", default=None, help="the Space's title")
+    p.add_argument("--model-repo", default=None, help="the model's Hub repo id, to link the Space to it")
+    p.set_defaults(func=_space)
+
+    p = sub.add_parser("predict", help="the top classes of images under an exported model")
+    p.add_argument("model", help=model_help)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
+    p.set_defaults(func=_predict)
     return parser
 
 

@@ -1,71 +1,210 @@
-"""From a dataset folder on disk to fastai DataLoaders, one reader per layout in the registry."""
+"""From a dataset folder on disk to fastai DataLoaders, whatever the dataset's layout.
+
+Every layout in the registry is first read into one table, a row per image: its path, its label (or
+labels), and whether it belongs to the validation set. One DataBlock then turns any such table into
+DataLoaders, so layouts differ only in how the table is read, and the table can be checked against the
+disk (a test counts files) and extended (extra training images, a user's own folder).
+"""
 
 from __future__ import annotations
 
 import os
-from functools import partial
+import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
-from fastai.data.block import CategoryBlock, DataBlock
-from fastcore.basics import using_attr
+from fastai.data.block import CategoryBlock, DataBlock, MultiCategoryBlock
 from fastai.data.core import DataLoaders
-from fastai.data.transforms import GrandparentSplitter, RandomSplitter, RegexLabeller, get_image_files, parent_label
+from fastai.data.transforms import ColReader, ColSplitter, get_image_files
 from fastai.vision.core import PILImage, PILImageBW
 from fastai.vision.data import ImageBlock
 
 from .augment import augment_transforms
-from .download import download_dataset
 from .fixtures import make_fixture
 from .registry import DatasetSpec, get_spec
+from .sources import fetch_dataset
 
-__all__ = ["prepare_dataset", "dataloaders"]
+__all__ = ["prepare_dataset", "items_table", "holdout_test", "dataloaders", "user_folder_spec"]
 
 
-def prepare_dataset(name: str, fixture: bool = False, root: Path | str = "data") -> tuple[DatasetSpec, Path]:
-    """The registry entry and local folder of dataset `name`: the tiny fixture, or the real download."""
+def user_folder_spec(name: str, valid_pct: float = 0.2) -> DatasetSpec:
+    """A spec for the learner's own images: one sub-folder per class, a random `valid_pct` held out."""
+    return DatasetSpec(
+        name=name, title=f"your own images ({name})", url="", archive_root="", layout="class_folders",
+        train_folder="", classes=(), licence="yours", homepage="", valid_pct=valid_pct,
+    )
+
+
+def prepare_dataset(
+    name: str, fixture: bool = False, root: Path | str = "data", folder: Path | str | None = None
+) -> tuple[DatasetSpec, Path]:
+    """The registry entry and local folder of dataset `name`: the tiny fixture, the real download, or
+    (`folder`) the learner's own folder of ``<class>/<image>`` sub-folders, read like the dataset's classes."""
     spec = get_spec(name)
+    if folder:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"DATA_FOLDER {folder} does not exist; it should hold one sub-folder of images per class")
+        return user_folder_spec(name, spec.valid_pct), folder
     root = Path(root)
-    path = make_fixture(name, root / "fixtures") if fixture else download_dataset(spec, root)
+    path = make_fixture(name, root / "fixtures") if fixture else fetch_dataset(spec, root)
     return spec, path
 
 
-def _images_in(path: Path, folder: str) -> list[Path]:
-    return get_image_files(Path(path) / folder)
+def _random_valid(n: int, valid_pct: float, seed: int) -> np.ndarray:
+    valid = np.zeros(n, dtype=bool)
+    valid[np.random.default_rng(seed).permutation(n)[: round(n * valid_pct)]] = True
+    return valid
+
+
+def _label_from(name: str, regex: str, where: Path) -> str:
+    if not regex:
+        return name
+    match = re.match(regex, name)
+    if match is None:
+        raise ValueError(f"{where}: {name!r} does not match the label pattern {regex}")
+    return match.group(1)
+
+
+def _class_folder_table(spec: DatasetSpec, path: Path, seed: int) -> pd.DataFrame:
+    roots = [path / spec.train_folder] + ([path / spec.valid_folder] if spec.valid_folder else [])
+    files = [f for r in roots if r.is_dir() for f in get_image_files(r)]
+    if spec.class_folders:
+        files = [f for f in files if f.parent.name in spec.class_folders]
+    table = pd.DataFrame({
+        "path": [str(f) for f in files],
+        "label": [_label_from(f.parent.name, spec.label_regex, f) for f in files],
+    })
+    if spec.valid_folder:
+        table["is_valid"] = [f.relative_to(path).parts[0] == spec.valid_folder for f in files]
+    else:
+        table["is_valid"] = _random_valid(len(table), spec.valid_pct, seed)
+    return table
+
+
+def _filename_table(spec: DatasetSpec, path: Path, seed: int) -> pd.DataFrame:
+    files = get_image_files(path / spec.images_folder)
+    table = pd.DataFrame({
+        "path": [str(f) for f in files],
+        "label": [_label_from(f.name, spec.label_regex, f) for f in files],
+    })
+    table["is_valid"] = _random_valid(len(table), spec.valid_pct, seed)
+    return table
+
+
+def _label_csv_table(spec: DatasetSpec, path: Path, seed: int) -> pd.DataFrame:
+    from .labels import read_label_csv
+
+    rows = read_label_csv(
+        path / spec.csv_file, path / spec.images_folder, valid_col="is_valid", label_delim=spec.label_delim,
+        classes=list(spec.classes) or None,
+    )
+    return pd.DataFrame({
+        "path": [str(path / spec.images_folder / f) for f in rows["fname"]],
+        "label": [labels.split(spec.label_delim) if labels else [] for labels in rows["labels"]],
+        "is_valid": rows["is_valid"].astype(bool).to_numpy(),
+    })
+
+
+def _official_split_table(spec: DatasetSpec, path: Path, seed: int) -> pd.DataFrame:
+    """CUB-200-2011: ids to paths in images.txt, ids to 1 (train) or 0 (test) in train_test_split.txt."""
+    read = lambda name: pd.read_csv(path / name, sep=" ", header=None, dtype=str)  # noqa: E731
+    images = read("images.txt").set_axis(["id", "relpath"], axis=1)
+    split = read("train_test_split.txt").set_axis(["id", "is_train"], axis=1)
+    table = images.merge(split, on="id", how="left", validate="one_to_one")
+    if table["is_train"].isna().any():
+        missing = table.loc[table["is_train"].isna(), "id"].iloc[0]
+        raise ValueError(f"{path / 'train_test_split.txt'}: image id {missing} from images.txt has no split")
+    folders = table["relpath"].str.split("/").str[0]
+    if spec.class_folders:
+        keep = folders.isin(spec.class_folders)
+        table, folders = table[keep], folders[keep]
+    return pd.DataFrame({
+        "path": [str(path / spec.images_folder / p) for p in table["relpath"]],
+        "label": [_label_from(f, spec.label_regex, path / "images.txt") for f in folders],
+        "is_valid": (table["is_train"] == "0").to_numpy(),
+    })
+
+
+_READERS = {
+    "class_folders": _class_folder_table,
+    "filename_regex": _filename_table,
+    "label_csv": _label_csv_table,
+    "official_split": _official_split_table,
+}
 
 
 def _layout_hint(spec: DatasetSpec) -> str:
     if spec.layout == "class_folders":
-        return f"{spec.train_folder}/<class>/<image> and {spec.valid_folder}/<class>/<image>"
-    return f"{spec.images_folder}/<image> with the label in the file name (pattern {spec.label_regex})"
+        base = f"{spec.train_folder}/" if spec.train_folder else ""
+        split = f" and {spec.valid_folder}/<class>/<image>" if spec.valid_folder else ""
+        return f"{base}<class>/<image>{split}"
+    if spec.layout == "filename_regex":
+        return f"{spec.images_folder}/<image> with the label in the file name (pattern {spec.label_regex})"
+    if spec.layout == "label_csv":
+        return f"{spec.csv_file} (fname, labels, is_valid) and {spec.images_folder}/<image>"
+    return "images/<class>/<image> with images.txt and train_test_split.txt"
 
 
-def _image_block(spec: DatasetSpec):
+def items_table(
+    spec: DatasetSpec, path: Path | str, seed: int = 42, extra_train_folder: Path | str | None = None
+) -> pd.DataFrame:
+    """One row per image: ``path``, ``label`` (a list of labels for multi-label sets) and ``is_valid``.
+
+    `extra_train_folder` adds ``<folder>/<class>/<image>`` rows to the training side only (seed 001 added
+    photos from eBird to CUB's training set this way); the validation set stays the dataset's own.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"dataset folder {path} does not exist; prepare_dataset({spec.name!r}) makes it")
+    if spec.layout not in _READERS:
+        raise ValueError(f"dataset {spec.name!r} has layout {spec.layout!r}; data.py reads {', '.join(_READERS)}")
+    table = _READERS[spec.layout](spec, path, seed)
+    if extra_train_folder:
+        extra = Path(extra_train_folder)
+        files = get_image_files(extra)
+        if not files:
+            raise ValueError(f"extra training folder {extra} holds no images; it should hold <class>/<image> files")
+        table = pd.concat([table, pd.DataFrame({
+            "path": [str(f) for f in files], "label": [f.parent.name for f in files], "is_valid": False,
+        })], ignore_index=True)
+    if table.empty:
+        raise ValueError(f"{path}: no images found; {spec.title} is laid out as {_layout_hint(spec)}")
+    n_valid = int(table["is_valid"].sum())
+    if n_valid == 0 or n_valid == len(table):
+        raise ValueError(
+            f"{path}: found {len(table) - n_valid} training and {n_valid} validation images; "
+            f"both splits need images, laid out as {_layout_hint(spec)}"
+        )
+    labels = {l for ls in table["label"] for l in (ls if isinstance(ls, list) else [ls])}
+    unknown = sorted(labels - set(spec.classes)) if spec.classes else []
+    if unknown:
+        raise ValueError(
+            f"{path}: labels {unknown[:5]} are not among {spec.name}'s classes ({len(spec.classes)} in the registry); "
+            "check the folder names, or use DATA_FOLDER for a dataset of your own"
+        )
+    if spec.screen_images:
+        from .images import drop_bad_images
+
+        good = {str(p) for p in drop_bad_images([Path(p) for p in table["path"]], path / "bad_images.csv")}
+        table = table[table["path"].isin(good)].reset_index(drop=True)
+    return table
+
+
+def holdout_test(table: pd.DataFrame, pct: float, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a seeded `pct` of the training rows off as a test set that training and model selection never see."""
+    train = np.flatnonzero(~table["is_valid"].to_numpy())
+    test = np.random.default_rng(seed + 1).permutation(train)[: max(1, round(len(train) * pct))]
+    mask = np.zeros(len(table), dtype=bool)
+    mask[test] = True
+    return table[~mask].reset_index(drop=True), table[mask].reset_index(drop=True)
+
+
+def _image_block(spec: DatasetSpec) -> ImageBlock:
     """How image files become model inputs: opened with PIL, converted to the dataset's mode."""
     return ImageBlock(PILImageBW if spec.image_mode == "L" else PILImage)
-
-
-def _block(spec: DatasetSpec, seed: int, item_tfms: list, batch_tfms: list) -> DataBlock:
-    common = dict(
-        blocks=(_image_block(spec), CategoryBlock(vocab=list(spec.classes))),
-        item_tfms=item_tfms,
-        batch_tfms=batch_tfms,
-    )
-    if spec.layout == "class_folders":
-        return DataBlock(
-            get_items=partial(get_image_files, folders=[spec.train_folder, spec.valid_folder]),
-            splitter=GrandparentSplitter(train_name=spec.train_folder, valid_name=spec.valid_folder),
-            get_y=parent_label,
-            **common,
-        )
-    if spec.layout == "filename_regex":
-        return DataBlock(
-            get_items=partial(_images_in, folder=spec.images_folder),
-            splitter=RandomSplitter(valid_pct=spec.valid_pct, seed=seed),
-            get_y=using_attr(RegexLabeller(spec.label_regex), "name"),
-            **common,
-        )
-    raise ValueError(f"dataset {spec.name!r} has layout {spec.layout!r}, which no reader in data.py handles")
 
 
 def dataloaders(
@@ -77,25 +216,29 @@ def dataloaders(
     seed: int = 42,
     num_workers: int | None = None,
     device: torch.device | str | None = None,
+    extra_train_folder: Path | str | None = None,
+    table: pd.DataFrame | None = None,
 ) -> DataLoaders:
     """Training and validation DataLoaders for the dataset at `path`, laid out as `spec` says.
 
     On a CPU the loading runs in the main process (`num_workers=0`): worker processes would only compete
     with training for the same cores. With a GPU, workers decode JPEGs while the GPU trains.
+    `table` is an `items_table` already read (and perhaps trimmed by `holdout_test`).
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"dataset folder {path} does not exist; prepare_dataset({spec.name!r}) makes it")
+    if table is None:
+        table = items_table(spec, path, seed, extra_train_folder)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
-    block = _block(spec, seed, *augment_transforms(augment, image_size))
-    if not block.get_items(path):
-        raise ValueError(f"{path}: no images found; {spec.title} is laid out as {_layout_hint(spec)}")
-    dls = block.dataloaders(path, bs=batch_size, num_workers=num_workers, device=device, seed=seed)
-    if len(dls.train_ds) == 0 or len(dls.valid_ds) == 0:
-        raise ValueError(
-            f"{path}: found {len(dls.train_ds)} training and {len(dls.valid_ds)} validation images; "
-            f"both splits need images, laid out as {_layout_hint(spec)}"
-        )
-    return dls
+    item_tfms, batch_tfms = augment_transforms(augment, image_size)
+    vocab = sorted({l for ls in table["label"] for l in (ls if isinstance(ls, list) else [ls])})
+    target = MultiCategoryBlock(vocab=vocab) if spec.multi_label else CategoryBlock(vocab=vocab)
+    block = DataBlock(
+        blocks=(_image_block(spec), target),
+        get_x=ColReader("path"),
+        get_y=ColReader("label"),
+        splitter=ColSplitter("is_valid"),
+        item_tfms=item_tfms,
+        batch_tfms=batch_tfms,
+    )
+    return block.dataloaders(table, bs=batch_size, num_workers=num_workers, device=device, seed=seed)

@@ -9,11 +9,13 @@ outside it.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import tarfile
 import time
 import zipfile
-from pathlib import Path
+import zlib
+from pathlib import Path, PureWindowsPath
 
 import requests
 from tqdm.auto import tqdm
@@ -22,6 +24,7 @@ from .registry import DatasetSpec
 
 __all__ = [
     "ChecksumError",
+    "CorruptArchiveError",
     "DownloadError",
     "UnsafeArchiveError",
     "download_file",
@@ -32,6 +35,8 @@ __all__ = [
 
 CHUNK = 1 << 20  # for hashing files
 NET_CHUNK = 1 << 16  # small, so a dropped connection loses at most this much of what was sent
+# Statuses that say "not now" rather than "never": overloaded or restarting servers and rate limits.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class DownloadError(RuntimeError):
@@ -46,6 +51,10 @@ class UnsafeArchiveError(ValueError):
     """An archive member would be written outside the folder it is extracted to."""
 
 
+class CorruptArchiveError(ValueError):
+    """The archive cannot be read to its end: a damaged or incomplete file."""
+
+
 def file_digest(path: Path, algorithm: str) -> str:
     """Hex digest of a file, read in chunks so a GB archive never sits in memory."""
     h = hashlib.new(algorithm)
@@ -55,40 +64,93 @@ def file_digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
-def _verify(path: Path, size: int | None, md5: str | None, sha256: str | None, url: str) -> None:
+def _verify(path: Path, size: int | None, md5: str | None, sha256: str | None, url: str, hint: str) -> None:
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
-        raise ChecksumError(f"{url}: expected {size} bytes, got {actual_size} (in {path})")
+        raise ChecksumError(f"{url}: expected {size} bytes, got {actual_size} (in {path}); {hint}")
     for algorithm, expected in (("md5", md5), ("sha256", sha256)):
         if expected is not None:
             actual = file_digest(path, algorithm)
             if actual != expected.lower():
-                raise ChecksumError(f"{url}: {algorithm} mismatch for {path.name}: expected {expected}, got {actual}")
+                raise ChecksumError(
+                    f"{url}: {algorithm} mismatch for {path.name}: expected {expected}, got {actual}; {hint}"
+                )
 
 
-def _fetch_into(part: Path, url: str, timeout: tuple[float, float], progress: bool) -> None:
-    """Append the rest of `url` to `part`, asking only for the bytes we do not have yet."""
+def _range_start(response: requests.Response) -> int | None:
+    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+    return int(match.group(1)) if match else None
+
+
+def _fetch_into(part: Path, url: str, timeout: tuple[float, float], progress: bool, auth: tuple[str, str] | None = None) -> bool:
+    """Append the rest of `url` to `part`, asking only for the bytes we do not have yet.
+
+    Returns True when the bytes went after ones already there, so the file is stitched from two responses.
+    """
     have = part.stat().st_size if part.exists() else 0
     # identity: the checksum is of the archive's bytes, not of a transfer-decoded stream
     headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={have}-"} if have else {})
-    with requests.get(url, stream=True, timeout=timeout, headers=headers) as r:
+    with requests.get(url, stream=True, timeout=timeout, headers=headers, auth=auth) as r:
         if r.status_code == 416:  # we already have every byte the server has
-            return
+            return True
         r.raise_for_status()
+        if have and r.status_code == 206 and _range_start(r) != have:
+            # bytes from anywhere else would be spliced in at the wrong place
+            part.unlink()
+            raise requests.ConnectionError(
+                f"asked for bytes {have}- but the server sent {r.headers.get('Content-Range')!r}; starting over"
+            )
         if have and r.status_code != 206:  # the server ignored Range: start again
             have = 0
         expected = int(r.headers["Content-Length"]) + have if "Content-Length" in r.headers else None
         written = have
-        with open(part, "ab" if have else "wb") as f, tqdm(
-            total=expected, initial=have, unit="B", unit_scale=True, desc=part.name[: -len(".part")],
-            disable=not progress,
-        ) as bar:
-            for chunk in r.iter_content(NET_CHUNK):
-                f.write(chunk)
-                written += len(chunk)
-                bar.update(len(chunk))
+        try:
+            with open(part, "ab" if have else "wb") as f, tqdm(
+                total=expected, initial=have, unit="B", unit_scale=True, desc=part.name[: -len(".part")],
+                disable=not progress,
+            ) as bar:
+                for chunk in r.iter_content(NET_CHUNK):
+                    f.write(chunk)
+                    written += len(chunk)
+                    bar.update(len(chunk))
+        except OSError as e:
+            if isinstance(e, requests.RequestException):  # the network's, retried by the caller
+                raise
+            # the disk's (full, read-only, not ours): retrying cannot help
+            raise OSError(e.errno, f"cannot write the download to {part} ({e.strerror}); free space there or "
+                          "download to another folder") from e
     if expected is not None and written != expected:
         raise requests.ConnectionError(f"connection closed after {written} of {expected} bytes")
+    return have > 0
+
+
+def _fetch_with_retries(
+    part: Path, url: str, retries: int, backoff: float, timeout: tuple[float, float], progress: bool,
+    auth: tuple[str, str] | None,
+) -> bool:
+    """`_fetch_into` until the file is whole, retrying what a network or a busy server gets wrong.
+
+    Returns True when the last response was appended to bytes from earlier ones.
+    """
+    for attempt in range(retries + 1):
+        try:
+            return _fetch_into(part, url, timeout, progress, auth)
+        except requests.HTTPError as e:
+            status = e.response.status_code
+            if status not in RETRY_STATUSES:
+                part.unlink(missing_ok=True)
+                raise DownloadError(f"{url}: the server answered {status} {e.response.reason or ''}".rstrip()) from e
+            error: Exception = e
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            error = e
+        except requests.RequestException as e:  # a malformed URL, too many redirects: retrying cannot help
+            raise DownloadError(f"{url}: {e}") from e
+        if attempt < retries:
+            time.sleep(backoff * 2**attempt)
+    raise DownloadError(
+        f"could not download {url} after {retries + 1} attempts ({error}); the partial file "
+        f"{part} is kept and the next call resumes it"
+    ) from error
 
 
 def download_file(
@@ -102,72 +164,100 @@ def download_file(
     backoff: float = 1.0,
     timeout: tuple[float, float] = (10.0, 60.0),
     progress: bool = True,
+    auth: tuple[str, str] | None = None,
 ) -> Path:
     """Download `url` to `dest` and return `dest`; a `dest` that is already there and verifies is kept.
 
-    Connection errors and timeouts are retried with exponential backoff, resuming the partial file.
-    A checksum mismatch is not retried (the source is wrong, not the network) and the bad bytes are removed.
+    Connection errors, timeouts (`timeout` is (connect, read) seconds) and busy-server answers (429, 5xx)
+    are retried `retries` times with exponential backoff, resuming the partial file. A checksum mismatch
+    is not retried when the file came whole in one response (the source is wrong, not the network); a
+    file stitched from several responses is downloaded once more from the start first, as the source may
+    have changed between them. Bad bytes are always removed.
     """
     dest = Path(dest)
     if dest.exists():
-        _verify(dest, size, md5, sha256, url)
+        _verify(dest, size, md5, sha256, url, hint=f"delete {dest} to download it again")
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    for attempt in range(retries + 1):
+    for last_try in (False, True):
+        stitched = _fetch_with_retries(part, url, retries, backoff, timeout, progress, auth)
         try:
-            _fetch_into(part, url, timeout, progress)
-            break
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-            if attempt == retries:
-                raise DownloadError(
-                    f"could not download {url} after {retries + 1} attempts ({e}); the partial file "
-                    f"{part} is kept and the next call resumes it"
-                ) from e
-            time.sleep(backoff * 2**attempt)
-        except requests.HTTPError as e:
+            _verify(part, size, md5, sha256, url, hint="the download is deleted; if this repeats, the source "
+                    "has changed: check the URL and checksum in the registry")
+        except ChecksumError:
             part.unlink(missing_ok=True)
-            raise DownloadError(f"{url}: the server answered {e.response.status_code}") from e
-    try:
-        _verify(part, size, md5, sha256, url)
-    except ChecksumError:
-        part.unlink()
-        raise
+            if last_try or not stitched:
+                raise
+            continue
+        break
     part.replace(dest)
     return dest
 
 
 def _check_zip_member(info: zipfile.ZipInfo, dest: Path) -> None:
     name = info.filename
+    parts = re.split(r"[/\\]", name)  # a backslash is a separator to Windows, where the folder may be read
     target = (dest / name).resolve()
-    if name.startswith(("/", "\\")) or ":" in name.split("/")[0] or not target.is_relative_to(dest.resolve()):
+    if (
+        name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts
+        or not target.is_relative_to(dest.resolve())
+    ):
         raise UnsafeArchiveError(f"zip member {name!r} would be written outside {dest}; refusing the archive")
-    if (info.external_attr >> 16) & 0o170000 == 0o120000:
-        raise UnsafeArchiveError(f"zip member {name!r} is a symbolic link; refusing the archive")
+    kind = (info.external_attr >> 16) & 0o170000
+    if kind not in (0, 0o100000, 0o040000):  # unset (made on Windows), regular file, folder
+        what = "a symbolic link" if kind == 0o120000 else "a special file (device, pipe or socket)"
+        raise UnsafeArchiveError(f"zip member {name!r} is {what}; refusing the archive")
+
+
+def _tar_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    # Python's `data` filter strips a leading "/" and extracts the member anyway; an archive that names
+    # absolute paths was not made for unpacking into a folder, so it is refused outright.
+    if member.name.startswith("/") or PureWindowsPath(member.name).drive:
+        raise tarfile.AbsolutePathError(member)
+    return tarfile.data_filter(member, dest)
+
+
+def _unpack(archive: Path, staging: Path) -> None:
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                _check_zip_member(info, staging)
+            z.extractall(staging)
+    else:
+        try:
+            t = tarfile.open(archive)
+        except tarfile.ReadError as e:
+            raise CorruptArchiveError(
+                f"{archive} is neither a zip nor a tar archive (gzip, bzip2, xz or plain), or it is cut short; "
+                "delete it and download it again"
+            ) from e
+        with t:
+            t.extractall(staging, filter=_tar_filter)
 
 
 def extract_archive(archive: Path | str, dest: Path | str) -> Path:
     """Unpack a .tgz/.tar/.zip into `dest` through a staging folder, refusing members that escape it.
 
-    Tar members go through Python's ``data`` filter (no absolute paths, no ``..``, no links outside,
-    no device files); zip members are checked by hand, as zipfile has no such filter.
+    Tar members go through Python's ``data`` filter (no ``..``, no links outside, no device files) and
+    absolute names are refused too; zip members are checked by hand, as zipfile has no such filter. A
+    refused or damaged archive leaves `dest` as it was.
     """
     archive, dest = Path(archive), Path(dest)
     staging = dest.with_name(dest.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as z:
-                for info in z.infolist():
-                    _check_zip_member(info, staging)
-                z.extractall(staging)
-        else:
-            with tarfile.open(archive) as t:
-                try:
-                    t.extractall(staging, filter="data")
-                except tarfile.FilterError as e:
-                    raise UnsafeArchiveError(f"{archive}: {e}; refusing the archive") from e
+        try:
+            _unpack(archive, staging)
+        except tarfile.FilterError as e:
+            raise UnsafeArchiveError(f"{archive}: {e}; refusing the archive") from e
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+            detail = " ".join(str(e).split())
+            raise CorruptArchiveError(
+                f"{archive} cannot be unpacked ({e.__class__.__name__}: {detail}); it is damaged or incomplete: "
+                "delete it and download it again"
+            ) from e
         dest.mkdir(parents=True, exist_ok=True)
         for item in staging.iterdir():
             target = dest / item.name

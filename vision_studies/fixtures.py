@@ -46,37 +46,191 @@ def _write_mnist(spec: DatasetSpec, folder: Path) -> None:
             frame.save(out)
 
 
-def _pet_look(breed_index: int) -> tuple[tuple[int, int, int], int]:
-    """A breed's colour and background tone: 13 hues times 3 tones tell the 37 breeds apart."""
-    hue, tone = breed_index % 13, breed_index // 13
-    r, g, b = colorsys.hsv_to_rgb(hue / 13, 0.85, 0.95)
-    return (int(r * 255), int(g * 255), int(b * 255)), (40, 128, 215)[tone]
+def _look(k: int, hues: int) -> tuple[tuple[int, int, int], int]:
+    """Class `k`'s colour and background tone: `hues` hues times a few tones tell many classes apart."""
+    hue, tone = k % hues, k // hues
+    r, g, b = colorsys.hsv_to_rgb(hue / hues, 0.85, 0.95)
+    return (int(r * 255), int(g * 255), int(b * 255)), 30 + (tone * 47) % 200
+
+
+def _noise(rng: np.random.Generator, tone: int | tuple, size: tuple[int, int], sd: float = 20) -> Image.Image:
+    w, h = size
+    return Image.fromarray(rng.normal(tone, sd, size=(h, w, 3)).clip(0, 255).astype(np.uint8))
+
+
+def _blob(rng: np.random.Generator, img: Image.Image, colour, min_frac: float = 0.3, max_frac: float = 0.6) -> None:
+    """An ellipse of `colour` at a random place and size: "the object"."""
+    W, H = img.size
+    w, h = int(rng.uniform(min_frac, max_frac) * W), int(rng.uniform(min_frac, max_frac) * H)
+    x, y = int(rng.integers(0, W - w)), int(rng.integers(0, H - h))
+    ImageDraw.Draw(img).ellipse((x, y, x + w, y + h), fill=colour)
+
+
+def _colour_classes(folder: Path, classes, per_class: int, size, hues: int, name, seed: int, fmt: str = "jpg") -> None:
+    """Class k's images: noise in class k's tone with a blob of class k's colour, at `folder`/name(label, n)."""
+    rng = np.random.default_rng(seed)
+    for k, label in enumerate(classes):
+        colour, tone = _look(k, hues)
+        for n in range(1, per_class + 1):
+            img = _noise(rng, tone, size)
+            _blob(rng, img, colour)
+            out = folder / name(label, n)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            img.save(out, quality=90) if fmt == "jpg" else img.save(out)
 
 
 def _write_pets(spec: DatasetSpec, folder: Path, per_class: int = 8) -> None:
     """Oxford-IIIT Pets' layout: ``images/<Breed>_<n>.jpg``, the label only in the file name.
 
-    Each image is a noisy background of the breed's tone with an ellipse ("the pet") of the breed's
-    colour at a random place and size, saved as JPEG at 96x72 like a shrunken photo.
+    Breeds differ by the colour of a blob ("the pet") and the tone of the background, saved as 96x72 JPEGs
+    like shrunken photos. The real archive also carries annotations/; the classification studies do not read it.
     """
-    rng = np.random.default_rng(0)
+    _colour_classes(folder / spec.images_folder, spec.classes, per_class, (96, 72), 13, lambda c, n: f"{c}_{n}.jpg", 0)
+
+
+def _write_potholes(spec: DatasetSpec, folder: Path, per_class: int = 40) -> None:
+    """The Kaggle set's layout: ``normal/<n>.jpg`` and ``potholes/<n>.jpg``.
+
+    A grey road surface; a pothole is a dark, ragged blob on it, a normal street has only the road's grain.
+    """
+    rng = np.random.default_rng(1)
+    for label in ("normal", "potholes"):
+        for n in range(1, per_class + 1):
+            img = _noise(rng, 120, (96, 72), sd=18)
+            if label == "potholes":
+                for _ in range(int(rng.integers(1, 3))):
+                    _blob(rng, img, (35, 30, 28), 0.15, 0.4)
+            out = folder / label / f"{n}.jpg"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            img.save(out, quality=90)
+
+
+STANFORD_DOGS_FIXTURE = (
+    "n02085620-Chihuahua", "n02088364-beagle", "n02099601-golden_retriever", "n02106662-German_shepherd",
+    "n02110063-malamute", "n02110185-Siberian_husky", "n02110958-pug",
+)
+
+
+def _write_stanford_dogs(spec: DatasetSpec, folder: Path, per_class: int = 30) -> None:
+    """Stanford Dogs' layout: ``Images/<wnid>-<breed>/<wnid>_<n>.jpg``, seven of its 120 breeds.
+
+    Both studies that use the set (two breeds; six breeds) read this one fixture, as they share the archive.
+    """
+    _colour_classes(folder, STANFORD_DOGS_FIXTURE, per_class, (96, 80), 7,
+                    lambda c, n: f"{c}/{c.split('-')[0]}_{n}.jpg", 2)
+
+
+def _write_clouds(spec: DatasetSpec, folder: Path, per_class: int = 30) -> None:
+    """CCSN's layout: ``<genus>/<genus>-N<n>.jpg``, with the three main genera and one more (Cb) to leave out.
+
+    Cirrus: thin white streaks on blue; cumulus: white puffs on blue; stratus: a flat grey layer;
+    cumulonimbus: a dark tower. Texture, not colour alone, tells them apart, as in the sky.
+    """
+    rng = np.random.default_rng(3)
+    for genus in ("Ci", "Cu", "St", "Cb"):
+        for n in range(1, per_class + 1):
+            if genus == "St":
+                img = _noise(rng, (150, 150, 155), (96, 72), sd=6)
+            else:
+                img = _noise(rng, (70, 120, 200), (96, 72), sd=8)
+                draw = ImageDraw.Draw(img)
+                if genus == "Ci":
+                    for _ in range(5):
+                        x, y = int(rng.integers(0, 96)), int(rng.integers(0, 72))
+                        draw.line((x, y, x + int(rng.integers(20, 50)), y - int(rng.integers(5, 20))), fill=(245, 245, 250), width=2)
+                elif genus == "Cu":
+                    for _ in range(3):
+                        _blob(rng, img, (250, 250, 250), 0.2, 0.35)
+                else:
+                    _blob(rng, img, (60, 60, 70), 0.5, 0.8)
+            out = folder / genus / f"{genus}-N{n}.jpg"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            img.save(out, quality=90)
+
+
+def _write_pascal(spec: DatasetSpec, folder: Path, n_images: int = 200) -> None:
+    """fastai's PASCAL VOC 2007 layout: ``train/<id>.jpg`` and ``train.csv`` (fname, labels, is_valid).
+
+    Each image holds one to three objects; each class is a blob of its own colour (10 hues times 2 tones
+    for VOC's 20 classes), and the labels are the classes of the blobs drawn.
+    """
+    rng = np.random.default_rng(4)
     images = folder / spec.images_folder
     images.mkdir(parents=True, exist_ok=True)
-    for k, breed in enumerate(spec.classes):
-        colour, tone = _pet_look(k)
+    rows = []
+    for i in range(n_images):
+        present = sorted(rng.choice(len(spec.classes), size=int(rng.integers(1, 4)), replace=False).tolist())
+        img = _noise(rng, 128, (80, 80), sd=15)
+        for k in present:
+            r, g, b = colorsys.hsv_to_rgb((k % 10) / 10, 0.9, 0.95 if k < 10 else 0.45)
+            _blob(rng, img, (int(r * 255), int(g * 255), int(b * 255)), 0.2, 0.35)
+        name = f"{i:06d}.jpg"
+        img.save(images / name, quality=90)
+        rows.append(f"{name},{' '.join(spec.classes[k] for k in present)},{i % 5 == 0}")
+    (folder / spec.csv_file).write_text("fname,labels,is_valid\n" + "\n".join(rows) + "\n")
+
+
+def _write_cifar(spec: DatasetSpec, folder: Path, train: int, test: int, hues: int) -> None:
+    """fastai's CIFAR layout: ``train/<class>/<n>_<class>.png``, ``test/<class>/...`` and ``labels.txt``; 32x32."""
+    _colour_classes(folder / spec.train_folder, spec.classes, train, (32, 32), hues, lambda c, n: f"{c}/{n}_{c}.png", 5, "png")
+    _colour_classes(folder / spec.valid_folder, spec.classes, test, (32, 32), hues, lambda c, n: f"{c}/{n}_{c}.png", 6, "png")
+    (folder / "labels.txt").write_text("\n".join(spec.classes) + "\n")
+
+
+CUB_FIRST_TEN = (
+    "Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross", "Groove_billed_Ani", "Crested_Auklet",
+    "Least_Auklet", "Parakeet_Auklet", "Rhinoceros_Auklet", "Brewer_Blackbird", "Red_winged_Blackbird",
+)
+
+
+def _write_cub(spec: DatasetSpec, folder: Path, per_class: int = 4) -> None:
+    """CUB-200-2011's layout: ``images/<NNN>.<Species>/<Species>_<n>.jpg`` with ``classes.txt``, ``images.txt``,
+    ``image_class_labels.txt`` and ``train_test_split.txt``; the last image of each species is for testing.
+
+    The first ten species carry their real names; the other 190 are named ``Species_<NNN>`` in the same scheme.
+    """
+    names = [f"{k + 1:03d}.{CUB_FIRST_TEN[k] if k < 10 else f'Species_{k + 1:03d}'}" for k in range(200)]
+    _colour_classes(folder / "images", names, per_class, (48, 48), 20, lambda c, n: f"{c}/{c.split('.')[1]}_{n:04d}.jpg", 7)
+    images, labels, split = [], [], []
+    for k, name in enumerate(names):
         for n in range(1, per_class + 1):
-            noise = rng.normal(tone, 20, size=(72, 96, 3)).clip(0, 255).astype(np.uint8)
-            img = Image.fromarray(noise)
-            w, h = rng.integers(30, 60), rng.integers(25, 50)
-            x, y = rng.integers(0, 96 - w), rng.integers(0, 72 - h)
-            ImageDraw.Draw(img).ellipse((x, y, x + w, y + h), fill=colour)
-            img.save(images / f"{breed}_{n}.jpg", quality=90)
-    # The real archive also carries annotations/; the classification studies do not read it.
+            image_id = k * per_class + n
+            images.append(f"{image_id} {name}/{name.split('.')[1]}_{n:04d}.jpg")
+            labels.append(f"{image_id} {k + 1}")
+            split.append(f"{image_id} {int(n < per_class)}")
+    for file, lines in (("classes.txt", [f"{k + 1} {n}" for k, n in enumerate(names)]), ("images.txt", images),
+                        ("image_class_labels.txt", labels), ("train_test_split.txt", split)):
+        (folder / file).write_text("\n".join(lines) + "\n")
+
+
+def _write_cats_vs_dogs(spec: DatasetSpec, folder: Path, per_class: int = 24) -> None:
+    """The Microsoft archive's layout: ``PetImages/Cat/<n>.jpg`` and ``PetImages/Dog/<n>.jpg``, corrupt files included.
+
+    As in the real archive, some files are not images: a zero-byte ``Cat/666.jpg``, a truncated JPEG, a text
+    file with a .jpg name; and each folder has a ``Thumbs.db``. The loader must report and leave these out.
+    """
+    _colour_classes(folder, ("Cat", "Dog"), per_class, (96, 72), 2, lambda c, n: f"{c}/{n}.jpg", 8)
+    (folder / "Cat" / "666.jpg").write_bytes(b"")
+    whole = (folder / "Dog" / "1.jpg").read_bytes()
+    (folder / "Dog" / "11702.jpg").write_bytes(whole[: len(whole) // 2])
+    (folder / "Dog" / "9999.jpg").write_text("<html>this was a web page, not a photo</html>")
+    for label in ("Cat", "Dog"):
+        (folder / label / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 not an image")
 
 
 FIXTURE_MAKERS: dict[str, Callable[[DatasetSpec, Path], None]] = {
     "mnist": _write_mnist,
     "pets": _write_pets,
+    "potholes": _write_potholes,
+    "huskies": _write_stanford_dogs,
+    "dogs6": _write_stanford_dogs,
+    "clouds": _write_clouds,
+    "pascal_2007": _write_pascal,
+    "cifar10": lambda spec, folder: _write_cifar(spec, folder, train=20, test=5, hues=10),
+    "cifar100": lambda spec, folder: _write_cifar(spec, folder, train=8, test=2, hues=10),
+    "cub200": _write_cub,
+    "birds10": _write_cub,
+    "cats_vs_dogs": _write_cats_vs_dogs,
 }
 
 

@@ -11,16 +11,24 @@ from typing import Any
 import numpy as np
 import torch
 from fastai.learner import Learner
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    hamming_loss,
+    precision_recall_fscore_support,
+)
 
-__all__ = ["classification_metrics", "headline", "predict_validation", "evaluate", "results_record", "write_results"]
+__all__ = ["classification_metrics", "multilabel_metrics", "best_threshold", "headline", "predict_validation", "evaluate", "results_record", "write_results"]
 
 
-def classification_metrics(y_true, y_pred, classes: list[str]) -> dict[str, Any]:
+def classification_metrics(y_true, y_pred, classes: list[str], positive: str | None = None) -> dict[str, Any]:
     """Accuracy, error rate, macro precision/recall/F1 and the confusion matrix (rows: truth, columns: prediction).
 
     Labels are class indices into `classes`; a class absent from both truth and prediction still gets
     its row and column, so matrices from different runs line up. Macro averages count such a class as 0.
+    For a binary question ("is it a pothole?") name the `positive` class to get its own precision,
+    recall and F1 as well.
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     labels = list(range(len(classes)))
@@ -28,6 +36,14 @@ def classification_metrics(y_true, y_pred, classes: list[str]) -> dict[str, Any]
         y_true, y_pred, labels=labels, average="macro", zero_division=0
     )
     acc = float(accuracy_score(y_true, y_pred))
+    binary = {}
+    if positive is not None:
+        if positive not in classes:
+            raise ValueError(f"positive class {positive!r} is not one of {list(classes)}")
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=[list(classes).index(positive)], average=None, zero_division=0
+        )
+        binary = {"positive": positive, "precision": float(p[0]), "recall": float(r[0]), "f1": float(f[0])}
     return {
         "accuracy": acc,
         "error_rate": 1.0 - acc,
@@ -35,9 +51,42 @@ def classification_metrics(y_true, y_pred, classes: list[str]) -> dict[str, Any]
         "recall_macro": float(recall),
         "f1_macro": float(f1),
         "n": int(len(y_true)),
+        **binary,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "classes": list(classes),
     }
+
+
+def multilabel_metrics(y_true, probs, classes: list[str], threshold: float = 0.5) -> dict[str, Any]:
+    """Multi-label metrics at `threshold`: Hamming loss (the share of wrong label decisions), subset accuracy
+    (images whose every label is right), micro and macro F1, and F1 per label.
+
+    `y_true` is multi-hot (images x labels), `probs` the sigmoid outputs.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    y_pred = (np.asarray(probs) >= threshold).astype(int)
+    per_label = f1_score(y_true, y_pred, average=None, zero_division=0)
+    return {
+        "hamming_loss": float(hamming_loss(y_true, y_pred)),
+        # what a model that answers "no" to every label would score: the bar a real model must clear
+        "hamming_loss_all_negative": float(y_true.mean()),
+        "subset_accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1_micro": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "f1_per_label": {c: float(f) for c, f in zip(classes, per_label)},
+        "threshold": float(threshold),
+        "n": int(len(y_true)),
+        "classes": list(classes),
+    }
+
+
+def best_threshold(y_true, probs, grid: np.ndarray | None = None) -> float:
+    """The threshold on `grid` (0.05 to 0.95 by default) that maximises micro F1 on these labels."""
+    y_true = np.asarray(y_true).astype(int)
+    probs = np.asarray(probs)
+    grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else grid
+    scores = [f1_score(y_true, (probs >= t).astype(int), average="micro", zero_division=0) for t in grid]
+    return float(grid[int(np.argmax(scores))])
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, float]:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
-from fastai.losses import CrossEntropyLossFlat
-from fastai.metrics import accuracy
+from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
+from fastai.metrics import accuracy, accuracy_multi
 from fastai.vision.learner import vision_learner
 from torch import nn
 
-__all__ = ["LeNet5", "build_learner", "PretrainedWeightsUnavailable", "SCRATCH_MODELS"]
+__all__ = ["LeNet5", "NaiveCNN", "ConvPoolCNN", "BatchNormDropoutCNN", "build_learner", "count_parameters",
+           "PretrainedWeightsUnavailable", "SCRATCH_MODELS"]
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -39,7 +41,45 @@ class LeNet5(nn.Sequential):
         )
 
 
-SCRATCH_MODELS: dict[str, type[nn.Module]] = {"lenet5": LeNet5}
+def _conv(n_in: int, n_out: int, bn: bool) -> list[nn.Module]:
+    return [nn.Conv2d(n_in, n_out, 3, padding=1), *([nn.BatchNorm2d(n_out)] if bn else []), nn.ReLU()]
+
+
+class NaiveCNN(nn.Sequential):
+    """Step 1 of seed 002's CIFAR-10 story: one convolution, then a huge dense layer doing all the work.
+
+    Most of its parameters sit in a layer that sees every pixel position separately, so it memorises
+    where things are instead of learning what they look like: it overfits early.
+    """
+
+    def __init__(self, n_in: int = 3, n_out: int = 10):
+        super().__init__(*_conv(n_in, 32, bn=False), nn.Flatten(), nn.LazyLinear(512), nn.ReLU(), nn.Linear(512, n_out))
+
+
+class ConvPoolCNN(nn.Sequential):
+    """Step 2: stacked 3x3 convolutions with max-pooling, so features are shared across positions."""
+
+    def __init__(self, n_in: int = 3, n_out: int = 10, bn: bool = False, dropout: float = 0.0):
+        blocks = []
+        for a, b in ((n_in, 32), (32, 64), (64, 128)):
+            blocks += [*_conv(a, b, bn), *_conv(b, b, bn), nn.MaxPool2d(2), nn.Dropout(dropout)]
+        super().__init__(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 256), nn.ReLU(),
+                         nn.Dropout(2 * dropout), nn.Linear(256, n_out))
+
+
+class BatchNormDropoutCNN(ConvPoolCNN):
+    """Step 3: the same network with batch norm (steadier, faster training) and dropout (less overfitting)."""
+
+    def __init__(self, n_in: int = 3, n_out: int = 10):
+        super().__init__(n_in, n_out, bn=True, dropout=0.25)
+
+
+SCRATCH_MODELS: dict[str, type[nn.Module]] = {
+    "lenet5": LeNet5,
+    "naive_cnn": NaiveCNN,
+    "conv_pool_cnn": ConvPoolCNN,
+    "bn_dropout_cnn": BatchNormDropoutCNN,
+}
 
 
 def build_learner(
@@ -48,26 +88,37 @@ def build_learner(
     pretrained: bool = True,
     weights: Path | str | None = None,
     path: Path | str = ".",
+    model_kwargs: dict | None = None,
 ) -> Learner:
     """A fastai Learner for `arch`: a name in `SCRATCH_MODELS`, or any timm model name.
 
     For timm models, `pretrained=True` fetches the weights timm names for `arch` from the Hugging Face
     Hub; `weights` loads them from a local file instead (the offline path, and how tests exercise
     transfer learning without a network). The classifier head is new either way: it has this dataset's
-    classes.
+    classes. `model_kwargs` go to timm (``img_size`` for a ViT at another resolution, say).
+    A multi-label dataset gets binary cross-entropy per label and accuracy over labels at threshold 0.5.
     """
-    n_in, n_out = dls.one_batch()[0].shape[1], len(dls.vocab)
-    common = dict(metrics=[accuracy], loss_func=CrossEntropyLossFlat(), path=path)
+    xb = dls.one_batch()[0]
+    n_in, n_out = xb.shape[1], len(dls.vocab)
+    multi_label = isinstance(dls.loss_func, BCEWithLogitsLossFlat)
+    common = dict(
+        metrics=[partial(accuracy_multi, thresh=0.5)] if multi_label else [accuracy],
+        loss_func=BCEWithLogitsLossFlat() if multi_label else CrossEntropyLossFlat(),
+        path=path,
+    )
     if arch in SCRATCH_MODELS:
         if pretrained or weights:
             raise ValueError(f"{arch} is trained from scratch here: pass pretrained=False and no weights")
-        return Learner(dls, SCRATCH_MODELS[arch](n_in=n_in, n_out=n_out), **common)
-    timm_args = {}
+        model = SCRATCH_MODELS[arch](n_in=n_in, n_out=n_out)
+        with torch.no_grad():  # lazy layers learn their input size from one real batch
+            model(xb[:2].cpu())
+        return Learner(dls, model, **common)
+    timm_args = dict(model_kwargs or {})
     if weights is not None:
         weights = Path(weights)
         if not weights.is_file():
             raise FileNotFoundError(f"weights file {weights} does not exist (the WEIGHTS parameter)")
-        timm_args = dict(pretrained_cfg_overlay=dict(file=str(weights)))
+        timm_args["pretrained_cfg_overlay"] = dict(file=str(weights))
         pretrained = True
     try:
         return vision_learner(dls, arch, pretrained=pretrained, n_in=n_in, **timm_args, **common)

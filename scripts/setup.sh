@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One-command setup on a fresh Debian/Ubuntu machine: the browser the demo's test drives, then a virtual
+# environment (.venv) with the package and everything the notebooks and tests need, at CI's versions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian's Chromium and its chromedriver, for the demo's browser test; skipped when both are there.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet -r requirements.txt
+.venv/bin/pip check
+echo "set up: activate with '. .venv/bin/activate'"

@@ -1,0 +1,276 @@
+"""Interrupted training: a killed run resumes from its last checkpoint and finishes as if never stopped.
+
+The kill is real (SIGKILL to a training subprocess); in-process runs are stopped the way Jupyter's stop
+button stops them (KeyboardInterrupt), then resumed and compared with an uninterrupted run, epoch by epoch.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.metrics import accuracy
+from torch import nn
+
+from vision_studies.train import BEST, CHECKPOINT, CheckpointError, fit, seed_everything
+
+REPO = Path(__file__).resolve().parents[1]
+BATCHES = 8  # per epoch: 256 training samples, batches of 32
+
+
+class StopAfter(nn.Module):
+    """A small two-part network that raises KeyboardInterrupt, as Jupyter's stop button does, on batch `stop_at`."""
+
+    def __init__(self, stop_at: int | None = None):
+        super().__init__()
+        self.net = nn.Sequential(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2)), nn.Linear(16, 2))
+        self.stop_at, self.seen = stop_at, 0
+
+    def forward(self, x):
+        if self.training and self.stop_at is not None:
+            self.seen += 1
+            if self.seen > self.stop_at:
+                raise KeyboardInterrupt
+        return self.net(x)
+
+
+def _learner(path: Path, stop_at: int | None = None) -> Learner:
+    seed_everything(0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(320, 8, generator=g)
+    ds = list(zip(x, (x[:, 0] + x[:, 1] > 0).long()))
+    return Learner(
+        DataLoaders.from_dsets(ds[:256], ds[256:], bs=32, num_workers=0), StopAfter(stop_at), loss_func=CrossEntropyLossFlat(),
+        metrics=[accuracy], path=path,
+        splitter=lambda m: [list(m.net[0].parameters()), list(m.net[1].parameters())],  # body, head: for fine-tuning
+    )
+
+
+def _interrupted(path: Path, stop_at: int, **kwargs) -> dict:
+    """Run fit until the stop, and return the meta data of the checkpoint it left."""
+    with pytest.raises(KeyboardInterrupt):
+        fit(_learner(path, stop_at), **kwargs)
+    return torch.load(path / "models" / CHECKPOINT, weights_only=True)["meta"]
+
+
+def _same_weights(a: Learner, b: Learner) -> bool:
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize(
+    "fine_tune, stop_at, done",
+    [
+        (False, 2 * BATCHES + 3, 2),  # in the third of four epochs
+        (True, 0 * BATCHES + 3, 0),  # in the frozen epoch: nothing saved yet, so it starts over
+        (True, 1 * BATCHES + 3, 1),  # in the first unfrozen epoch, right after the frozen phase
+        (True, 3 * BATCHES + 3, 3),  # in the unfrozen phase
+    ],
+)
+def test_interrupted_fit_resumes_exactly_where_it_stopped(fine_tune, stop_at, done, tmp_path, capsys):
+    kwargs = dict(epochs=4, lr=1e-2, fine_tune=fine_tune)
+    reference = _learner(tmp_path / "whole")
+    whole = fit(reference, **kwargs)
+    if done:
+        assert len(_interrupted(tmp_path / "cut", stop_at, **kwargs)["history"]) == done
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            fit(_learner(tmp_path / "cut", stop_at), **kwargs)
+    resumed = _learner(tmp_path / "cut")
+    run = fit(resumed, resume=True, **kwargs)
+    # weights, optimizer, schedule and random generators all carried over: the same numbers, not just close
+    assert run.history == whole.history and run.best_epoch == whole.best_epoch
+    assert len(run.history) == 4 + fine_tune
+    assert _same_weights(resumed, reference)  # the best epoch's, as an uninterrupted run keeps
+    assert run.extra == ({"resumed_at_epoch": done} if done else {})
+    printed = capsys.readouterr().out
+    assert (f"resuming from {tmp_path / 'cut' / 'models' / CHECKPOINT}: {done} epoch(s) done" in printed) == bool(done)
+    assert not (tmp_path / "cut" / "models" / CHECKPOINT).exists()  # a finished fit leaves no checkpoint
+
+
+def test_early_stopping_counts_on_across_a_resume(tmp_path):
+    kwargs = dict(epochs=10, lr=0.0, patience=2)  # lr 0: nothing ever improves
+    whole = fit(_learner(tmp_path / "whole"), **kwargs)
+    assert len(whole.history) == 3
+    _interrupted(tmp_path / "cut", 2 * BATCHES + 1, **kwargs)
+    assert fit(_learner(tmp_path / "cut"), resume=True, **kwargs).history == whole.history
+
+
+def test_best_weights_lost_at_the_kill_are_rewritten_from_the_checkpoint(tmp_path):
+    """A run killed between writing the checkpoint and the best weights loses nothing."""
+    kwargs = dict(epochs=4, lr=1e-2)
+    reference = _learner(tmp_path / "whole")
+    fit(reference, **kwargs)
+    meta = _interrupted(tmp_path / "cut", 3 * BATCHES + 1, **kwargs)
+    assert meta["best_epoch"] == 2  # the last epoch done was the best: the case where best.pth matters
+    torch.save({k: torch.zeros_like(v) for k, v in reference.model.state_dict().items()}, tmp_path / "cut" / "models" / BEST)
+    resumed = _learner(tmp_path / "cut")
+    fit(resumed, resume=True, **kwargs)
+    assert _same_weights(resumed, reference)
+
+
+def test_resume_without_a_checkpoint_trains_from_the_start(tmp_path, capsys):
+    run = fit(_learner(tmp_path), 2, 1e-2, resume=True)
+    assert len(run.history) == 2 and run.extra == {}
+    assert f"no checkpoint at {tmp_path / 'models' / CHECKPOINT}: training from the start" in capsys.readouterr().out
+
+
+def test_resume_with_other_arguments_is_refused(tmp_path):
+    _interrupted(tmp_path, BATCHES + 1, epochs=3, lr=1e-2)
+    with pytest.raises(CheckpointError, match=r"is from fit\(\{'epochs': 3.*not fit\(\{'epochs': 4.*same arguments"):
+        fit(_learner(tmp_path), 4, 1e-2, resume=True)
+
+
+def test_unreadable_checkpoint_says_to_delete_it(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / CHECKPOINT).write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(CheckpointError, match=f"cannot read the checkpoint {tmp_path / 'models' / CHECKPOINT}.*delete it"):
+        fit(_learner(tmp_path), 2, 1e-2, resume=True)
+
+
+class _Planted:
+    """Unpickling this runs os.mkdir: what a malicious checkpoint would do with worse commands."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_planted_pickle_in_the_checkpoint_does_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    (tmp_path / "models").mkdir()
+    torch.save({"model": {}, "meta": _Planted(marker)}, tmp_path / "models" / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="cannot read the checkpoint"):
+        fit(_learner(tmp_path), 2, 1e-2, resume=True)
+    assert not marker.exists()
+
+
+def test_full_disk_is_a_clear_error_and_the_last_checkpoint_survives(tmp_path):
+    """ENOSPC from the kernel: the file being written is a link to /dev/full, where every write fails so."""
+    kwargs = dict(epochs=3, lr=1e-2)
+    reference = fit(_learner(tmp_path / "whole"), **kwargs)
+    _interrupted(tmp_path / "cut", BATCHES + 1, **kwargs)
+    models = tmp_path / "cut" / "models"
+    (models / (CHECKPOINT + ".tmp")).symlink_to("/dev/full")
+    with pytest.raises(CheckpointError, match=f"cannot save {CHECKPOINT} in {models} .No space left on device.; free space") as err:
+        fit(_learner(tmp_path / "cut"), resume=True, **kwargs)
+    assert err.value.errno == errno.ENOSPC
+    assert len(torch.load(models / CHECKPOINT, weights_only=True)["meta"]["history"]) == 1  # the old one, whole
+    assert fit(_learner(tmp_path / "cut"), resume=True, **kwargs).history == reference.history
+
+
+def test_model_folder_under_a_file_fails_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(CheckpointError, match=f"cannot write checkpoints to {tmp_path / 'file' / 'models'} .Not a directory") as err:
+        fit(_learner(tmp_path / "file"), 2, 1e-2)
+    assert err.value.errno == errno.ENOTDIR and "train_loss" not in capsys.readouterr().out
+
+
+# --- in a subprocess: a real kill, and a real read-only folder ----------------------------------------------
+
+KILLABLE = """
+import json, sys
+from pathlib import Path
+from vision_studies.data import dataloaders
+from vision_studies.models import build_learner
+from vision_studies.registry import get_spec
+from vision_studies.train import fit, seed_everything
+
+data, out, resume = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "resume"
+seed_everything(0)
+dls = dataloaders(get_spec("mnist"), data, 28, batch_size=16, augment="none")
+learn = build_learner(dls, "lenet5", pretrained=False, path=out)
+run = fit(learn, 4, 1e-2, resume=resume)
+kept = [float(v) for v in learn.validate()]
+(out / "run.json").write_text(json.dumps({"history": run.history, "best_epoch": run.best_epoch, "extra": run.extra, "kept": kept}))
+"""
+
+
+def _python(code: str, *args: str, log: Path, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)} | (env or {})
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+
+
+def test_run_killed_mid_training_resumes_and_finishes(mnist, tmp_path):
+    _, data = mnist
+    checkpoint = tmp_path / "models" / CHECKPOINT
+    first = _python(KILLABLE, str(data), str(tmp_path), "fresh", log=tmp_path / "first.log")
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists():
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint after 240 s"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    assert first.wait(timeout=30) == -signal.SIGKILL  # killed, not finished
+    saved = torch.load(checkpoint, weights_only=True)["meta"]
+    done = len(saved["history"])
+    assert 1 <= done < 4
+
+    second = _python(KILLABLE, str(data), str(tmp_path), "resume", log=tmp_path / "second.log")
+    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert f"resuming from {checkpoint}: {done} epoch(s) done" in (tmp_path / "second.log").read_text()
+    assert len(record["history"]) == 4 and record["history"][:done] == saved["history"]  # counted on, not restarted
+    assert record["extra"] == {"resumed_at_epoch": done}
+    losses = [row["valid_loss"] for row in record["history"]]
+    assert record["best_epoch"] == losses.index(min(losses))
+    assert record["kept"][0] == pytest.approx(min(losses), rel=1e-4)  # the model left is the best epoch's
+    assert record["history"][-1]["accuracy"] > 0.8  # and it learned
+    assert not checkpoint.exists() and (tmp_path / "models" / BEST).exists()
+
+
+READ_ONLY = """
+import os, sys, torch
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from vision_studies.train import CheckpointError, fit
+
+if os.geteuid() == 0:  # root writes anywhere: become user nobody, for good, now the imports are done
+    os.setgid(65534)
+    os.setuid(65534)
+x = torch.randn(64, 8)
+ds = list(zip(x, (x[:, 0] > 0).long()))
+learn = Learner(DataLoaders.from_dsets(ds[:48], ds[48:], bs=16, num_workers=0), torch.nn.Linear(8, 2), loss_func=CrossEntropyLossFlat(),
+                path=sys.argv[1])
+try:
+    fit(learn, 1)
+except CheckpointError as e:
+    print(f"CheckpointError errno={e.errno}: {e}")
+    sys.exit(3)
+"""
+
+
+def test_read_only_model_folder_is_a_clear_error_before_training(tmp_path):
+    """A folder the process may not write to. chmod does not stop root, so a root run drops to user nobody."""
+    folder = Path(tempfile.mkdtemp())  # under /tmp, which every user can reach
+    try:
+        (folder / "models").mkdir()
+        folder.chmod(0o555)
+        (folder / "models").chmod(0o555)
+        code = _python(READ_ONLY, str(folder), log=tmp_path / "log").wait(timeout=120)
+        printed = (tmp_path / "log").read_text()
+        assert code == 3, printed[-3000:]
+        assert f"CheckpointError errno={errno.EACCES}: [Errno 13] cannot write checkpoints to {folder / 'models'} (Permission denied)" in printed
+        assert "build_learner(..., path=...)" in printed and "train_loss" not in printed  # no epoch was wasted
+        assert list((folder / "models").iterdir()) == []
+    finally:
+        folder.chmod(0o755)
+        (folder / "models").chmod(0o755)
+        shutil.rmtree(folder)

@@ -1,0 +1,178 @@
+"""Open image files the way a model should see them, and find the files that cannot be opened at all.
+
+Real photo collections hold zero-byte files, downloads cut short, web pages saved as ``.jpg`` and the
+odd decompression bomb; they also hold valid images that a plain ``Image.open(...).convert("RGB")`` gets
+wrong: photos stored sideways with an EXIF orientation, transparent PNGs, 16-bit scans. `load_image`
+handles both, and Pillow's process-wide switches (``Image.MAX_IMAGE_PIXELS``,
+``ImageFile.LOAD_TRUNCATED_IMAGES``) stay as the caller set them: the pixel limit is checked per call,
+from the header, before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+__all__ = [
+    "MAX_PIXELS",
+    "BadImageError",
+    "ImageProblem",
+    "load_image",
+    "find_bad_images",
+    "write_problem_report",
+    "drop_bad_images",
+]
+
+# Pillow's own default warning threshold (about 89 megapixels, 256 MiB as RGB): above any camera photo
+# a study uses, and far below what a crafted file can claim (a 30,000 x 30,000 image is 2.7 GB as RGB).
+MAX_PIXELS = 89_478_485
+
+# What can be wrong with a file, as the report names it.
+EMPTY, NOT_AN_IMAGE, TRUNCATED, CORRUPT, TOO_MANY_PIXELS, UNSUPPORTED = (
+    "empty", "not an image", "truncated", "corrupt", "too many pixels", "unsupported mode",
+)
+
+
+class BadImageError(ValueError):
+    """A file that cannot become an image: what is wrong, with which file, and what to do."""
+
+    def __init__(self, path: Path, problem: str, detail: str):
+        self.path, self.problem, self.detail = Path(path), problem, detail
+        super().__init__(
+            f"{path}: {problem} ({detail}); replace the file, or leave it out with drop_bad_images()"
+        )
+
+
+@dataclass(frozen=True)
+class ImageProblem:
+    """One file that `find_bad_images` leaves out, and why."""
+
+    path: Path
+    problem: str
+    detail: str
+
+
+def _decode(path: Path, max_pixels: int | None) -> Image.Image:
+    """Open and fully decode `path`, turned upright, or raise `BadImageError` saying what is wrong with it."""
+    # A missing or unreadable file raises the OS's own error, which already names it.
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise BadImageError(path, EMPTY, "0 bytes")
+        try:
+            im = Image.open(f)
+            # Image.open reads only the header: refuse a bomb before a single pixel is decoded
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise BadImageError(
+                    path, TOO_MANY_PIXELS, f"{im.width} x {im.height} is more than max_pixels={max_pixels:,}"
+                )
+            im.load()
+        except BadImageError:
+            raise
+        except Image.DecompressionBombError as e:  # Pillow's process-wide limit, met before ours
+            raise BadImageError(path, TOO_MANY_PIXELS, str(e)) from e
+        except UnidentifiedImageError as e:
+            raise BadImageError(path, NOT_AN_IMAGE, "no image format recognises its first bytes") from e
+        except Exception as e:  # noqa: BLE001  every decoder failure means the same thing: bad bytes
+            problem = TRUNCATED if "truncat" in str(e).lower() else CORRUPT
+            raise BadImageError(path, problem, f"{e.__class__.__name__}: {e}") from e
+        return _upright(im)  # while the file is open: a TIFF reads its EXIF from it
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The image turned the way the camera's EXIF orientation says it was held."""
+    try:
+        if im.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
+            return ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001  unreadable EXIF: the pixels are good, only their orientation is unknown
+        pass
+    return im
+
+
+def _to_mode(im: Image.Image, mode: str) -> Image.Image:
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        # 16-bit samples: Pillow's convert clips everything above 255 to white; scale 0..65535 to 0..255
+        wide = np.clip(np.asarray(im, dtype=np.float64), 0, 65535)
+        im = Image.fromarray(np.round(wide / 257).astype(np.uint8), mode="L")
+    elif im.has_transparency_data:
+        # transparent pixels would otherwise show whatever colour they happen to store, often black
+        im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im.convert("RGBA"))
+    try:
+        return im.convert(mode)
+    except ValueError:  # no direct conversion (CMYK to L, say): go through RGB, which every mode reaches
+        return im.convert("RGB").convert(mode)
+
+
+def load_image(path: Path | str, mode: str = "RGB", max_pixels: int | None = MAX_PIXELS) -> Image.Image:
+    """Open an image file as `mode` ("RGB" or "L"), upright, transparency on white, 16-bit scaled to 8.
+
+    For an ordinary RGB or grayscale file the pixels are exactly those of fastai's ``PILImage.create``
+    (``PILImageBW.create`` for "L"). CMYK and palette images are converted, EXIF orientation is applied,
+    transparent pixels are composited on white. A file with more than `max_pixels` pixels (None: no
+    limit of ours; Pillow's own process-wide limit still holds) is refused from its header, before decoding.
+    Raises `BadImageError` for anything that is not a whole, decodable image.
+    """
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode={mode!r}: load_image makes 'RGB' (colour) or 'L' (grayscale) images")
+    path = Path(path)
+    im = _decode(path, max_pixels)
+    try:
+        return _to_mode(im, mode)
+    except ValueError as e:  # colour spaces Pillow cannot convert, such as LAB
+        raise BadImageError(path, UNSUPPORTED, f"Pillow cannot convert {im.mode} to {mode}: {e}") from e
+
+
+def find_bad_images(
+    paths: Iterable[Path | str], max_pixels: int | None = MAX_PIXELS, progress: bool = True
+) -> list[ImageProblem]:
+    """Every file among `paths` that `load_image` would refuse, with the reason, in the order given.
+
+    Each file is decoded in full, as that is the only way to find one cut short; a progress bar counts them.
+    """
+    problems = []
+    for path in tqdm(list(paths), desc="checking images", unit="img", disable=not progress):
+        try:
+            load_image(path, "RGB", max_pixels)
+        except BadImageError as e:
+            problems.append(ImageProblem(e.path, e.problem, e.detail))
+        except OSError as e:  # missing, unreadable, a folder
+            problems.append(ImageProblem(Path(path), "unreadable", f"{e.__class__.__name__}: {e.strerror or e}"))
+    return problems
+
+
+def write_problem_report(problems: Iterable[ImageProblem], csv_path: Path | str) -> Path:
+    """Write `problems` as a CSV (path, problem, detail) a spreadsheet opens, and return its path."""
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "problem", "detail"])
+        writer.writerows([str(p.path), p.problem, p.detail] for p in problems)
+    return csv_path
+
+
+def drop_bad_images(
+    paths: Iterable[Path | str], report_csv: Path | str, max_pixels: int | None = MAX_PIXELS, progress: bool = True
+) -> list[Path]:
+    """The files among `paths` that load, in order; the others are listed in `report_csv` and counted on screen.
+
+    The report is written even when nothing is wrong, so a run always leaves a record that it checked.
+    """
+    paths = [Path(p) for p in paths]
+    problems = find_bad_images(paths, max_pixels, progress)
+    report = write_problem_report(problems, report_csv)
+    bad = {p.path for p in problems}
+    counts = sorted(Counter(p.problem for p in problems).items(), key=lambda kv: (-kv[1], kv[0]))
+    kinds = ", ".join(f"{n} {kind}" for kind, n in counts)
+    print(
+        f"checked {len(paths)} images: {len(problems)} left out" + (f" ({kinds})" if problems else "")
+        + f"; the list is in {report}"
+    )
+    return [p for p in paths if p not in bad]
