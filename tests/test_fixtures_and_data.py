@@ -196,3 +196,34 @@ def test_holdout_test_never_touches_validation(data_root):
     assert rest["is_valid"].sum() == table["is_valid"].sum()
     assert not set(rest["path"]) & set(test["path"])
     assert list(holdout_test(table, 0.1, seed=0)[1]["path"]) == list(test["path"])  # seeded
+
+
+def test_loader_turns_exif_rotated_photos_upright(tmp_path):
+    """A phone photo stored sideways with an EXIF orientation tag reaches the model upright."""
+    from PIL import Image
+
+    from vision_studies.data import user_folder_spec
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(5):
+            img = Image.new("RGB", (40, 20), (200, 10, 10) if label == "a" else (10, 10, 200))
+            exif = Image.Exif()
+            exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+            img.save(tmp_path / label / f"{i}.jpg", exif=exif.tobytes())
+    spec = user_folder_spec("sideways")
+    dls = dataloaders(spec, tmp_path, 32, batch_size=2, augment="none")
+    assert dls.train_ds[0][0].size == (20, 40)  # width and height swapped: upright
+
+
+def test_a_hand_made_folder_with_an_empty_class_is_refused(tmp_path, data_root):
+    from vision_studies.labels import LabelError
+
+    _, potholes = prepare_dataset("potholes", fixture=True, root=data_root)
+    mine = tmp_path / "mine"
+    (mine / "potholes").mkdir(parents=True)
+    (mine / "normal").mkdir()
+    for f in list((potholes / "potholes").iterdir())[:4]:
+        (mine / "potholes" / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(LabelError, match="normal has no images"):
+        prepare_dataset("potholes", folder=mine)

@@ -3,8 +3,10 @@ or fail with the project's own clear errors (BadImageError, LabelError), never a
 
 from __future__ import annotations
 
+import atexit
 import csv
 import io
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,7 +23,8 @@ from vision_studies.labels import LabelError, LabelWarning, check_class_folders,
 # Bounded, so a mutated header that claims a huge size is refused instead of decoded (which is tested elsewhere).
 LIMIT = 1_000_000
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SCRATCH = Path(tempfile.mkdtemp(prefix="fuzz-"))
+SCRATCH = Path(tempfile.mkdtemp(prefix="fuzz-"))  # module-wide: hypothesis runs each test many times
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +98,9 @@ LOSSLESS = {"L": ["PNG", "BMP", "TIFF"], "RGB": ["PNG", "BMP", "TIFF", "PPM"], "
 
 
 @FUZZ
-@given(st.sampled_from(sorted(LOSSLESS)), st.data(), st.integers(1, 40), st.integers(1, 40), st.sampled_from(["RGB", "L"]))
+@given(
+    st.sampled_from(sorted(LOSSLESS)), st.data(), st.integers(1, 40), st.integers(1, 40), st.sampled_from(["RGB", "L"])
+)
 def test_valid_images_of_any_mode_and_size_load_with_their_size(mode, data, width, height, target):
     fmt = data.draw(st.sampled_from(LOSSLESS[mode]))
     seed = data.draw(st.integers(0, 2**32 - 1))

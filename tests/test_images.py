@@ -192,6 +192,14 @@ def test_each_bad_file_is_a_clear_error_naming_it(tmp_path):
         assert str(path) in str(err.value) and "drop_bad_images" in str(err.value)
 
 
+def test_formats_that_run_outside_programs_are_not_opened(tmp_path):
+    """An EPS file (Pillow would hand it to Ghostscript) saved under a photo's name is refused unread."""
+    path = _save(Image.fromarray(PICTURE), tmp_path / "photo.jpg", "EPS")
+    assert path.read_bytes().startswith(b"%!PS-Adobe")
+    with pytest.raises(BadImageError, match=r"photo.jpg: not an image \(none of JPEG, PNG, GIF"):
+        load_image(path)
+
+
 def test_missing_file_is_the_os_error_naming_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jpg"):
         load_image(tmp_path / "nope.jpg")
@@ -216,7 +224,8 @@ def test_drop_bad_images_keeps_the_good_reports_the_bad_and_counts(tmp_path, cap
     assert {(Path(r["path"]), r["problem"]) for r in rows} == set(bad.values())
     assert all(r["detail"] for r in rows)
     printed = capsys.readouterr().out
-    assert "checked 10 images: 7 left out (2 too many pixels, 2 truncated, 1 corrupt, 1 empty, 1 not an image)" in printed
+    counts = "2 too many pixels, 2 truncated, 1 corrupt, 1 empty, 1 not an image"
+    assert f"checked 10 images: 7 left out ({counts})" in printed
     assert "bad_images.csv" in printed
 
 

@@ -89,7 +89,8 @@ def test_each_bad_row_is_named_by_its_line(body, expected, tmp_path, images):
 
 def test_every_problem_is_listed_up_to_ten_then_counted(tmp_path, images):
     body = "".join(f"missing{i}.jpg,cat\n" for i in range(13))
-    with pytest.raises(LabelError, match=r"(?s)13 problem\(s\).*missing9.jpg does not exist\n  \.\.\. and 3 more") as err:
+    listed = r"(?s)13 problem\(s\).*missing9.jpg does not exist\n  \.\.\. and 3 more"
+    with pytest.raises(LabelError, match=listed) as err:
         read_label_csv(_csv(tmp_path, "fname,labels\n" + body), images)
     assert "missing10.jpg" not in str(err.value)
 
@@ -99,7 +100,8 @@ def test_every_problem_is_listed_up_to_ten_then_counted(tmp_path, images):
     [
         ("", {}, r"empty; the first line must name the columns, e.g. fname,labels"),
         ("fname,labels\n", {}, r"a header and no rows"),
-        ("name,tags\na.jpg,cat\n", {}, r"header names the columns \['name', 'tags'\].*missing: fname, labels.*fname_col="),
+        ("name,tags\na.jpg,cat\n", {},
+         r"header names the columns \['name', 'tags'\].*missing: fname, labels.*fname_col="),
         ("fname,labels,fname\na.jpg,cat,a.jpg\n", {}, r"once each"),
         ("fname,labels\na.jpg,cat\n", {"valid_col": "is_valid"}, r"missing: is_valid"),
         ("fname,labels,is_valid\na.jpg,cat,maybe\nb.jpg,dog,1\n", {"valid_col": "is_valid"},

@@ -44,7 +44,7 @@ def test_committed_notebooks_follow_the_contract():
                      "PUSH_TO_HUB = False", 'HUB_REPO = ""'):
             assert name in source, f"{nb.name}: {name} missing from the parameters cell"
         first = "".join(cells[0]["source"])
-        assert f"colab.research.google.com/github/" in first and f"notebooks/{nb.name}" in first
+        assert "colab.research.google.com/github/" in first and f"notebooks/{nb.name}" in first
         assert "google.colab" in "".join(cells[1]["source"])  # the guarded install cell
 
 

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import os
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from fastai.data.block import CategoryBlock, DataBlock, MultiCategoryBlock
+from fastai.data.block import CategoryBlock, DataBlock, MultiCategoryBlock, TransformBlock
 from fastai.data.core import DataLoaders
-from fastai.data.transforms import ColReader, ColSplitter, get_image_files
+from fastai.data.transforms import ColReader, ColSplitter, IntToFloatTensor, get_image_files
 from fastai.vision.core import PILImage, PILImageBW
-from fastai.vision.data import ImageBlock
 
 from .augment import augment_transforms
 from .fixtures import make_fixture
+from .images import load_image
+from .labels import check_class_folders
 from .registry import DatasetSpec, get_spec
 from .sources import fetch_dataset
 
@@ -47,6 +49,7 @@ def prepare_dataset(
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"DATA_FOLDER {folder} does not exist; it should hold one sub-folder of images per class")
+        check_class_folders(folder)  # a folder made by hand: empty classes, one class, imbalance
         return user_folder_spec(name, spec.valid_pct), folder
     root = Path(root)
     path = make_fixture(name, root / "fixtures") if fixture else fetch_dataset(spec, root)
@@ -202,9 +205,16 @@ def holdout_test(table: pd.DataFrame, pct: float, seed: int = 42) -> tuple[pd.Da
     return table[~mask].reset_index(drop=True), table[mask].reset_index(drop=True)
 
 
-def _image_block(spec: DatasetSpec) -> ImageBlock:
-    """How image files become model inputs: opened with PIL, converted to the dataset's mode."""
-    return ImageBlock(PILImageBW if spec.image_mode == "L" else PILImage)
+def _open_image(path, cls: type[PILImage]) -> PILImage:
+    return cls.create(load_image(path, cls._open_args["mode"]))
+
+
+def _image_block(spec: DatasetSpec) -> TransformBlock:
+    """How image files become model inputs: fastai's ImageBlock, but opened by `images.load_image`, which
+    turns EXIF-rotated photos upright and reads CMYK, 16-bit and palette files right, and refuses
+    decompression bombs with an error naming the file."""
+    cls = PILImageBW if spec.image_mode == "L" else PILImage
+    return TransformBlock(type_tfms=partial(_open_image, cls=cls), batch_tfms=IntToFloatTensor)
 
 
 def dataloaders(

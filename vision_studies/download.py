@@ -20,7 +20,6 @@ from pathlib import Path, PureWindowsPath
 import requests
 from tqdm.auto import tqdm
 
-from .registry import DatasetSpec
 
 __all__ = [
     "ChecksumError",
@@ -30,7 +29,6 @@ __all__ = [
     "download_file",
     "extract_archive",
     "file_digest",
-    "download_dataset",
 ]
 
 CHUNK = 1 << 20  # for hashing files
@@ -82,7 +80,9 @@ def _range_start(response: requests.Response) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _fetch_into(part: Path, url: str, timeout: tuple[float, float], progress: bool, auth: tuple[str, str] | None = None) -> bool:
+def _fetch_into(
+    part: Path, url: str, timeout: tuple[float, float], progress: bool, auth: tuple[str, str] | None = None
+) -> bool:
     """Append the rest of `url` to `part`, asking only for the bytes we do not have yet.
 
     Returns True when the bytes went after ones already there, so the file is stitched from two responses.
@@ -137,8 +137,8 @@ def _fetch_with_retries(
             return _fetch_into(part, url, timeout, progress, auth)
         except requests.HTTPError as e:
             status = e.response.status_code
+            # a partial file stays: its bytes are still the source's, only this answer is not
             if status not in RETRY_STATUSES:
-                part.unlink(missing_ok=True)
                 raise DownloadError(f"{url}: the server answered {status} {e.response.reason or ''}".rstrip()) from e
             error: Exception = e
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
@@ -267,21 +267,3 @@ def extract_archive(archive: Path | str, dest: Path | str) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return dest
-
-
-def download_dataset(spec: DatasetSpec, root: Path | str = "data", progress: bool = True) -> Path:
-    """The dataset's folder under `root`, downloading and unpacking it the first time."""
-    root = Path(root)
-    folder = root / spec.archive_root
-    done = folder / ".complete"
-    if done.exists():
-        return folder
-    archive = download_file(
-        spec.url, root / "archives" / spec.archive_name, size=spec.size, md5=spec.md5, sha256=spec.sha256,
-        progress=progress,
-    )
-    extract_archive(archive, root)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{archive} did not unpack to {folder}; the registry's archive_root is wrong")
-    done.touch()
-    return folder

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "MAX_PIXELS",
+    "IMAGE_FORMATS",
     "BadImageError",
     "ImageProblem",
     "load_image",
@@ -34,6 +35,10 @@ __all__ = [
 # Pillow's own default warning threshold (about 89 megapixels, 256 MiB as RGB): above any camera photo
 # a study uses, and far below what a crafted file can claim (a 30,000 x 30,000 image is 2.7 GB as RGB).
 MAX_PIXELS = 89_478_485
+
+# The formats photo datasets come in. Pillow opens others too, some through outside programs (EPS runs
+# Ghostscript): a file in one of them, whatever its name says, is reported as not an image.
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "AVIF", "JPEG2000", "PPM", "ICO", "TGA")
 
 # What can be wrong with a file, as the report names it.
 EMPTY, NOT_AN_IMAGE, TRUNCATED, CORRUPT, TOO_MANY_PIXELS, UNSUPPORTED = (
@@ -60,6 +65,12 @@ class ImageProblem:
     detail: str
 
 
+def _formats() -> list[str]:
+    """`IMAGE_FORMATS` this Pillow can read (AVIF and JPEG 2000 need optional libraries)."""
+    readable = set(Image.registered_extensions().values())
+    return [name for name in IMAGE_FORMATS if name in readable]
+
+
 def _decode(path: Path, max_pixels: int | None) -> Image.Image:
     """Open and fully decode `path`, turned upright, or raise `BadImageError` saying what is wrong with it."""
     # A missing or unreadable file raises the OS's own error, which already names it.
@@ -67,7 +78,7 @@ def _decode(path: Path, max_pixels: int | None) -> Image.Image:
         if os.fstat(f.fileno()).st_size == 0:
             raise BadImageError(path, EMPTY, "0 bytes")
         try:
-            im = Image.open(f)
+            im = Image.open(f, formats=_formats())
             # Image.open reads only the header: refuse a bomb before a single pixel is decoded
             if max_pixels is not None and im.width * im.height > max_pixels:
                 raise BadImageError(
@@ -79,7 +90,8 @@ def _decode(path: Path, max_pixels: int | None) -> Image.Image:
         except Image.DecompressionBombError as e:  # Pillow's process-wide limit, met before ours
             raise BadImageError(path, TOO_MANY_PIXELS, str(e)) from e
         except UnidentifiedImageError as e:
-            raise BadImageError(path, NOT_AN_IMAGE, "no image format recognises its first bytes") from e
+            formats = ", ".join(_formats())
+            raise BadImageError(path, NOT_AN_IMAGE, f"none of {formats} recognises its first bytes") from e
         except Exception as e:  # noqa: BLE001  every decoder failure means the same thing: bad bytes
             problem = TRUNCATED if "truncat" in str(e).lower() else CORRUPT
             raise BadImageError(path, problem, f"{e.__class__.__name__}: {e}") from e

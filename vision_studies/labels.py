@@ -101,12 +101,16 @@ def read_label_csv(
         text = data.decode("utf-8-sig")  # utf-8-sig: Excel starts its CSVs with a byte-order mark
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise LabelError(f"{csv_path}: line {line} is not UTF-8 text (byte {e.start}); save the file as CSV UTF-8") from e
+        raise LabelError(
+            f"{csv_path}: line {line} is not UTF-8 text (byte {e.start}); save the file as CSV UTF-8"
+        ) from e
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = [name.strip() for name in next(reader)]
     except (StopIteration, csv.Error):
-        raise LabelError(f"{csv_path}: empty; the first line must name the columns, e.g. {fname_col},{labels_col}") from None
+        raise LabelError(
+            f"{csv_path}: empty; the first line must name the columns, e.g. {fname_col},{labels_col}"
+        ) from None
     wanted = [c for c in (fname_col, labels_col, valid_col) if c]
     missing = [c for c in wanted if c not in header]
     if missing or len(set(header)) != len(header):
@@ -149,7 +153,9 @@ def read_label_csv(
         first_line.setdefault(fname, line)
         labels = list(dict.fromkeys(t.strip() for t in row[labels_col].split(label_delim) if t.strip()))
         if not labels and not allow_empty:
-            problems.append(f"line {line}: no label for {fname!r} (pass allow_empty=True if that means none of the classes)")
+            problems.append(
+                f"line {line}: no label for {fname!r} (pass allow_empty=True if that means none of the classes)"
+            )
         for label in labels:
             if known is not None and label not in known:
                 problems.append(f"line {line}: {_unknown(label, classes)}")
@@ -208,19 +214,24 @@ def check_class_folders(folder: Path | str, split_names: Sequence[str] | None = 
         counts = {}
         for class_folder in classes:
             counts[class_folder.name] = len(_images_in(class_folder))
-            nested = [p for p in class_folder.iterdir() if p.is_dir() and any(_images_in(q) for q in [p, *p.rglob("*/")])]
+            nested = [
+                p for p in class_folder.iterdir() if p.is_dir() and any(_images_in(q) for q in [p, *p.rglob("*/")])
+            ]
             if nested:
                 messages.append(
                     f"{nested[0]}: images in a sub-folder of class {class_folder.name!r} are labelled "
                     f"{nested[0].name!r}, not {class_folder.name!r}; move them up a level"
                 )
             if counts[class_folder.name] == 0:
-                problems.append(f"{class_folder} has no images; add some, or delete the folder if that class is not wanted")
+                problems.append(
+                    f"{class_folder} has no images; add some, or delete the folder if that class is not wanted"
+                )
         if not classes:
             problems.append(f"{split} has no class folders; put each class's images in {split}/<class>/")
         elif len(classes) == 1:
             problems.append(
-                f"{split} has one class folder ({classes[0].name}); a classifier needs two or more, each in its own folder"
+                f"{split} has one class folder ({classes[0].name}); a classifier needs two or more, each in its "
+                "own folder"
             )
         per_split[split] = counts
         messages += _imbalance(counts, str(split))

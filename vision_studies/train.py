@@ -1,8 +1,9 @@
 """Training: the device, precision, seeding and callbacks around fastai's one-cycle fit and fine-tune.
 
-Every epoch ends with a checkpoint (weights, optimizer state, history) in the learner's model folder,
-so a run killed mid-training (a Colab session that dies, a kill -9) continues with `fit(..., resume=True)`.
-Files are written whole or not at all, and read back without unpickling.
+Every epoch ends with a checkpoint (weights, optimizer state, random generators, history) in the
+learner's model folder, so a run killed mid-training (a Colab session that dies, a kill -9) continues
+with `fit(..., resume=True)` to the same numbers an uninterrupted run gets (on the same device). Files
+are written whole or not at all, and read back without unpickling.
 """
 
 from __future__ import annotations
@@ -216,7 +217,9 @@ def _read_checkpoint(path: Path, learn: Learner, config: dict) -> dict:
         state = torch.load(path, map_location=learn.dls.device, weights_only=True)
         meta = state["meta"]
     except Exception as e:  # noqa: BLE001  whatever is wrong with the file, the remedy is the same
-        raise CheckpointError(f"cannot read the checkpoint {path} ({e.__class__.__name__}: {e}); delete it to start over") from e
+        raise CheckpointError(
+            f"cannot read the checkpoint {path} ({e.__class__.__name__}: {e}); delete it to start over"
+        ) from e
     if meta["config"] != config:
         raise CheckpointError(
             f"the checkpoint {path} is from fit({meta['config']}), not fit({config}); call fit with the same "
@@ -263,7 +266,9 @@ def fit(
 
     Each epoch saves ``checkpoint.pth`` (and ``best.pth`` when it is the best) in ``learn.path/learn.model_dir``;
     `resume` continues from the checkpoint a killed run left there, with the same arguments, and the
-    returned history covers every epoch. A finished fit removes its checkpoint.
+    returned history covers every epoch (``extra["resumed_at_epoch"]`` says where it picked up). Without a
+    checkpoint, `resume` trains from the start. A finished fit removes its checkpoint. A folder that cannot
+    be written (permissions, full disk) is a `CheckpointError` naming it, before the first epoch if it can be.
     """
     device = torch.device(learn.dls.device or pick_device())
     precision = None
@@ -296,7 +301,9 @@ def fit(
     for phase in range(meta["phase"], len(phases)):
         n, kwargs, freezing = phases[phase]
         resuming = phase == meta["phase"] and meta["phase_epochs_done"] > 0
-        skip, best, best_epoch = (meta["phase_epochs_done"], meta["best"], meta["best_epoch"]) if resuming else (0, None, None)
+        skip, best, best_epoch = (
+            (meta["phase_epochs_done"], meta["best"], meta["best_epoch"]) if resuming else (0, None, None)
+        )
         wait = skip - 1 - best_epoch if resuming and best_epoch is not None else 0
         if patience is not None and wait >= patience:  # the run had stopped early when it died
             skip = n
