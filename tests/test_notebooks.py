@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ def test_committed_notebooks_follow_the_contract():
         parameters = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
         assert len(parameters) == 1, f"{nb.name}: one cell tagged 'parameters'"
         source = "".join(parameters[0]["source"])
+        assert "TOKEN" not in source.upper(), f"{nb.name}: secrets are never notebook parameters"
         for name in ("FIXTURE = False", "ARCH", "EPOCHS", "IMAGE_SIZE", "BATCH_SIZE", "PRETRAINED", "SEED = 42",
                      "PUSH_TO_HUB = False", 'HUB_REPO = ""'):
             assert name in source, f"{nb.name}: {name} missing from the parameters cell"
@@ -48,10 +50,30 @@ def test_committed_notebooks_follow_the_contract():
         assert "google.colab" in "".join(cells[1]["source"])  # the guarded install cell
 
 
+FAKE_TOKEN = "hf_FAKEtokenFORtestsONLY0123456789abcdef"
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """Every notebook on its fixture, with a (fake) Hub token in the environment, as a logged-in user has."""
     out = tmp_path_factory.mktemp("runs")
-    return {r.notebook: r for r in run_notebooks(NOTEBOOKS, out, {"FIXTURE": True}, workers=2, cwd=REPO)}
+    saved = os.environ.get("HF_TOKEN")
+    os.environ["HF_TOKEN"] = FAKE_TOKEN
+    try:
+        return {r.notebook: r for r in run_notebooks(NOTEBOOKS, out, {"FIXTURE": True}, workers=2, cwd=REPO)}
+    finally:
+        if saved is None:
+            del os.environ["HF_TOKEN"]
+        else:
+            os.environ["HF_TOKEN"] = saved
+
+
+def test_the_token_never_reaches_notebooks_records_or_exports(runs):
+    out = next(iter(runs.values())).output.parent
+    written = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".ipynb", ".json", ".md", ".html", ".csv", ".txt")]
+    assert len(written) > 20
+    for path in written:
+        assert FAKE_TOKEN not in path.read_text(errors="replace"), path
 
 
 @pytest.mark.parametrize("name", sorted(MIN_ACCURACY | MIN_F1_MACRO))
