@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -205,16 +204,20 @@ def holdout_test(table: pd.DataFrame, pct: float, seed: int = 42) -> tuple[pd.Da
     return table[~mask].reset_index(drop=True), table[mask].reset_index(drop=True)
 
 
-def _open_image(path, cls: type[PILImage]) -> PILImage:
-    return cls.create(load_image(path, cls._open_args["mode"]))
+def _open_rgb(path: Path | str) -> PILImage:
+    return PILImage.create(load_image(path, "RGB"))
+
+
+def _open_gray(path: Path | str) -> PILImageBW:
+    return PILImageBW.create(load_image(path, "L"))
 
 
 def _image_block(spec: DatasetSpec) -> TransformBlock:
     """How image files become model inputs: fastai's ImageBlock, but opened by `images.load_image`, which
     turns EXIF-rotated photos upright and reads CMYK, 16-bit and palette files right, and refuses
-    decompression bombs with an error naming the file."""
-    cls = PILImageBW if spec.image_mode == "L" else PILImage
-    return TransformBlock(type_tfms=partial(_open_image, cls=cls), batch_tfms=IntToFloatTensor)
+    decompression bombs with an error naming the file. (Annotated functions, not a partial: fastai reads
+    the accepted input types from the annotation, so `dls.test_dl([path])` takes paths.)"""
+    return TransformBlock(type_tfms=_open_gray if spec.image_mode == "L" else _open_rgb, batch_tfms=IntToFloatTensor)
 
 
 def dataloaders(
