@@ -10,11 +10,12 @@ from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastai.metrics import accuracy, accuracy_multi
+from fastai.optimizer import OptimWrapper, set_item_pg
 from fastai.vision.learner import vision_learner
 from torch import nn
 
 __all__ = ["LeNet5", "NaiveCNN", "ConvPoolCNN", "BatchNormDropoutCNN", "build_learner", "count_parameters",
-           "PretrainedWeightsUnavailable", "SCRATCH_MODELS"]
+           "PretrainedWeightsUnavailable", "SCRATCH_MODELS", "AdamW", "weight_decay_groups"]
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -82,6 +83,68 @@ SCRATCH_MODELS: dict[str, type[nn.Module]] = {
 }
 
 
+def weight_decay_groups(params, weight_decay: float) -> list[dict]:
+    """Two torch parameter groups: weights that decay, and norm scales and biases (every 1-D tensor) that do not.
+
+    fastai's rule (``wd_bn_bias=False``) and timm's (``param_groups_weight_decay``): decaying a batch-norm
+    scale or a bias towards zero only fights the normalisation, it regularises nothing.
+    """
+    params = list(params)
+    return [dict(params=[p for p in params if p.ndim > 1], weight_decay=weight_decay),
+            dict(params=[p for p in params if p.ndim <= 1], weight_decay=0.0)]
+
+
+class AdamW(OptimWrapper):
+    """fastai's default optimizer (Adam, decoupled weight decay 0.01, none on norms and biases) run by
+    PyTorch's fused AdamW: the same update in one kernel per step instead of Python calls per tensor.
+
+    fastai's own `Adam` steps each parameter tensor through five Python callbacks; on a CPU that cost
+    a third of a ResNet-18 training step at 64 px. To fastai this looks like any optimizer: one group per
+    layer group of the splitter (for freezing and discriminative learning rates), each held as two torch
+    groups, so that norms and biases keep a weight decay of 0 whatever ``wd`` the schedule sets.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, mom: float = 0.9, sqr_mom: float = 0.99, eps: float = 1e-5,
+                 wd: float = 0.01):
+        params = list(params)  # a splitter's layer groups (lists of tensors), or the tensors of a single group
+        groups = [list(g) for g in params] if params and isinstance(params[0], (list, tuple)) else [params]
+        torch_groups = [g for group in groups for g in weight_decay_groups(group, wd)]
+        every = [p for g in torch_groups for p in g["params"]]
+        # the fused kernel takes floating-point tensors on the CPU or CUDA; anything else steps tensor by tensor
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in every)
+        super().__init__(opt=torch.optim.AdamW(torch_groups, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd,
+                                               fused=fused or None))
+
+    @property
+    def param_lists(self):
+        pgs = self.opt.param_groups
+        return [pgs[i]["params"] + pgs[i + 1]["params"] for i in range(0, len(pgs), 2)]
+
+    @param_lists.setter
+    def param_lists(self, v):
+        for i, params in enumerate(v):
+            decay, no_decay = weight_decay_groups(params, 0.0)
+            self.opt.param_groups[2 * i]["params"] = decay["params"]
+            self.opt.param_groups[2 * i + 1]["params"] = no_decay["params"]
+
+    @property
+    def hypers(self):
+        return super().hypers[::2]  # each group's hyper-parameters, as its decaying half holds them
+
+    def _set_hyper(self, k, v):
+        for i, v_ in enumerate(v):
+            halves = (2 * i,) if k == "wd" else (2 * i, 2 * i + 1)  # norms and biases never decay
+            for j in halves:
+                set_item_pg(self.opt.param_groups[j], self.bwd_map[k], v_)
+
+    def state_dict(self) -> dict:
+        # "hypers" as fastai's own optimizers have it, so checkpoints of either kind resume the same way
+        return {**self.opt.state_dict(), "hypers": [dict(h) for h in self.hypers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict({k: v for k, v in state.items() if k != "hypers"})
+
+
 def build_learner(
     dls: DataLoaders,
     arch: str,
@@ -89,6 +152,7 @@ def build_learner(
     weights: Path | str | None = None,
     path: Path | str = ".",
     model_kwargs: dict | None = None,
+    label_smoothing: float = 0.0,
 ) -> Learner:
     """A fastai Learner for `arch`: a name in `SCRATCH_MODELS`, or any timm model name.
 
@@ -97,14 +161,23 @@ def build_learner(
     transfer learning without a network). The classifier head is new either way: it has this dataset's
     classes. `model_kwargs` go to timm (``img_size`` for a ViT at another resolution, say).
     A multi-label dataset gets binary cross-entropy per label and accuracy over labels at threshold 0.5.
+    `label_smoothing` (single-label only) trains towards 1 - e on the true class and e spread over all
+    classes instead of all-or-nothing targets: on small sets it keeps the model from growing over-confident
+    on the training images (0.1 is the usual value).
+    The optimizer is `AdamW`: fastai's default Adam, stepped by PyTorch's fused kernel.
     """
     xb = dls.one_batch()[0]
     n_in, n_out = xb.shape[1], len(dls.vocab)
     multi_label = isinstance(dls.loss_func, BCEWithLogitsLossFlat)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing={label_smoothing} should be at least 0 and below 1 (0.1 is usual)")
+    if label_smoothing and multi_label:
+        raise ValueError("label_smoothing applies to single-label datasets; this one is multi-label")
     common = dict(
         metrics=[partial(accuracy_multi, thresh=0.5)] if multi_label else [accuracy],
-        loss_func=BCEWithLogitsLossFlat() if multi_label else CrossEntropyLossFlat(),
+        loss_func=BCEWithLogitsLossFlat() if multi_label else CrossEntropyLossFlat(label_smoothing=label_smoothing),
         path=path,
+        opt_func=AdamW,
     )
     if arch in SCRATCH_MODELS:
         if pretrained or weights:

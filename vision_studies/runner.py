@@ -12,7 +12,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["NotebookRun", "find_notebooks", "run_notebooks", "format_table", "render_html", "threads_per_worker"]
+__all__ = [
+    "NotebookRun", "find_notebooks", "run_notebooks", "format_table", "render_html", "threads_per_worker",
+    "available_cores", "previous_seconds",
+]
 
 
 @dataclass
@@ -49,9 +52,36 @@ def find_notebooks(folder: Path | str, names: list[str] | None = None) -> list[P
     return chosen
 
 
+def available_cores() -> int:
+    """The cores this process may really use: its CPU affinity, capped by a container's CPU quota (cgroups).
+
+    ``os.cpu_count()`` counts the host's cores: in a container limited to 2 CPUs on a 64-core host, torch
+    would start 64 threads that take turns on 2 cores, each step waiting for all of them (a 60x slowdown).
+    joblib (scikit-learn's) reads the affinity mask and the cgroup quota.
+    """
+    from joblib import cpu_count
+
+    return max(1, cpu_count())
+
+
 def threads_per_worker(workers: int, cores: int | None = None) -> int:
     """Each worker's share of the cores, at least one: more threads than cores make every step wait on others."""
-    return max(1, (cores or os.cpu_count() or 1) // workers)
+    return max(1, (cores or available_cores()) // workers)
+
+
+def previous_seconds(out_dir: Path | str, notebooks: list[Path]) -> dict[Path, float]:
+    """How long each notebook took when it last ran into `out_dir` (papermill records it), for those that did."""
+    seconds = {}
+    for nb in notebooks:
+        try:
+            meta = json.loads((Path(out_dir) / nb.name).read_text(encoding="utf-8"))["metadata"]["papermill"]
+            seconds[nb] = float(meta["duration"])
+        except (OSError, ValueError, KeyError, TypeError):  # never run there, still running, or failed early
+            continue
+    return seconds
+
+
+_KERNEL_START_FAILURES = ("Kernel didn't respond", "Kernel died before replying to kernel_info")
 
 
 def _execute(notebook: Path, out_dir: Path, parameters: dict[str, Any], cwd: Path, threads: int, timeout: int) -> NotebookRun:
@@ -59,18 +89,27 @@ def _execute(notebook: Path, out_dir: Path, parameters: dict[str, Any], cwd: Pat
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     import papermill
+    from papermill.exceptions import PapermillExecutionError
 
     output = out_dir / notebook.name
     models = out_dir / "models"
     start = time.perf_counter()
     error = ""
-    try:
-        papermill.execute_notebook(
-            str(notebook), str(output), parameters={"OUTPUT_DIR": str(models), **parameters},
-            cwd=str(cwd), progress_bar=False, execution_timeout=timeout, kernel_name="python3",
-        )
-    except Exception as e:  # papermill's PapermillExecutionError carries the failing cell's traceback
-        error = f"{e.__class__.__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+    for _ in range(2):
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(output), parameters={"OUTPUT_DIR": str(models), **parameters},
+                cwd=str(cwd), progress_bar=False, execution_timeout=timeout, kernel_name="python3",
+            )
+            error = ""
+            break
+        except Exception as e:  # papermill's PapermillExecutionError carries the failing cell's traceback
+            error = f"{e.__class__.__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+            # Kernels started at the same moment can pick the same free port; the loser never answers.
+            # Nothing of the notebook has run then, so it is started once more.
+            started = isinstance(e, PapermillExecutionError)  # a cell failed: the kernel had answered
+            if started or not any(sign in str(e) for sign in _KERNEL_START_FAILURES):
+                break
     seconds = time.perf_counter() - start
     record_path = models / notebook.stem / "results.json"
     record = json.loads(record_path.read_text()) if record_path.exists() and not error else None
@@ -88,17 +127,22 @@ def run_notebooks(
     """Execute `notebooks` with papermill, `workers` at a time; executed copies and records go to `out_dir`.
 
     `parameters` overrides each notebook's `parameters` cell (`{"FIXTURE": True}` for CI). Results come
-    back in the order given, whatever order they finish in.
+    back in the order given, whatever order they finish in. The notebooks that took longest in the previous
+    run into `out_dir` start first (new ones before them all), so that no long one is left to run alone at
+    the end while the other cores idle.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(notebooks)))
-    threads = threads_per_worker(workers)
+    cores = available_cores()
+    workers = max(1, min(workers or cores, len(notebooks)))
+    threads = threads_per_worker(workers, cores)
+    before = previous_seconds(out_dir, notebooks)
+    order = sorted(notebooks, key=lambda nb: -before.get(nb, float("inf")))  # stable: ties keep the given order
     results: dict[Path, NotebookRun] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = {
             pool.submit(_execute, nb.resolve(), out_dir, parameters or {}, Path(cwd).resolve(), threads, timeout): nb
-            for nb in notebooks
+            for nb in order
         }
         with tqdm(total=len(futures), desc=f"notebooks ({workers} at a time, {threads} thread(s) each)", unit="nb") as bar:
             for future in as_completed(futures):
