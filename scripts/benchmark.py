@@ -15,7 +15,7 @@ process spoils one round, not the figure). The sections, and the goals they are 
 2. data        our `data.dataloaders` against torchvision's ImageFolder + transforms.v2 doing the same work
                (decode, squish to size, flip, rotate, zoom, brightness and contrast) with the same workers:
                at least 1.0x, in images per second.
-3. prediction  `hub.load_exported(...).predict` on one image file against the model's raw forward pass at the
+3. prediction  `export.load_exported(...).predict` on one image file against the model's raw forward pass at the
                same size: at most 1.15x. Also a folder in batches, and onnxruntime against PyTorch eager.
 4. notebooks   import time against `import fastai.vision.all` (at most 1.10x), kernel start and imports per
                notebook, and all the study notebooks on their fixtures: under 2 minutes.
@@ -53,7 +53,7 @@ warnings.filterwarnings("ignore", category=UserWarning)
 SECTIONS = ("training", "data", "prediction", "notebooks", "digits", "threads", "gpu")
 # What a study notebook imports before it trains: the figure for "import vision_studies" that matters.
 STUDY_IMPORTS = ("vision_studies.data", "vision_studies.models", "vision_studies.train", "vision_studies.metrics",
-                 "vision_studies.interpret", "vision_studies.hub")
+                 "vision_studies.interpret", "vision_studies.export")
 
 
 @dataclass
@@ -432,7 +432,7 @@ def _export(folder: Path, images: Path, arch: str, size: int, work: Path) -> Pat
     from safetensors.torch import save_file
 
     from vision_studies.data import dataloaders, user_folder_spec
-    from vision_studies.hub import export_learner
+    from vision_studies.export import export_learner
     from vision_studies.models import build_learner
 
     weights = None
@@ -442,7 +442,7 @@ def _export(folder: Path, images: Path, arch: str, size: int, work: Path) -> Pat
             save_file(timm.create_model(arch, pretrained=False).state_dict(), weights)
     dls = dataloaders(user_folder_spec("benchmark"), images, size, 4, augment="none", num_workers=0, device="cpu")
     learn = build_learner(dls, arch, pretrained=False, weights=weights, path=work)
-    return export_learner(learn, folder, include_pickle=False)
+    return export_learner(learn, folder, include_pickle=False, arch=arch, image_size=size, multi_label=False)
 
 
 def prediction_figures(report: Report, arch: str, size: int, images: list[Path], folder: Path, repeats: int,
@@ -450,7 +450,8 @@ def prediction_figures(report: Report, arch: str, size: int, images: list[Path],
     import numpy as np
     import torch
 
-    from vision_studies.hub import load_exported, preprocess
+    from vision_studies.export import load_exported
+    from vision_studies.predict import preprocess
 
     predictor = load_exported(folder)
     model, config = predictor.model, predictor.config
@@ -596,19 +597,22 @@ DIGITS_SEEDS = (42, 0, 1, 2, 3)
 
 
 def digits_run(seed: int, settings: dict, work: Path) -> tuple[float, float, int, float]:
-    """(accuracy of the model fit keeps, accuracy of the last epoch, the kept epoch, seconds from files to model)."""
-    from vision_studies.data import dataloaders, prepare_dataset
-    from vision_studies.models import build_learner
-    from vision_studies.train import fit, seed_everything
+    """(accuracy of the model fit keeps, accuracy of the last epoch, the kept epoch, seconds from files to model).
+
+    Study 05's own steps (`pipeline.data`, `learner`, `train`) on its fixture, with `settings` over its fixture
+    settings; label smoothing goes to the learner, as it is no study parameter.
+    """
+    from vision_studies import pipeline
+    from vision_studies.studies import resolve_config
 
     start = time.perf_counter()
-    seed_everything(seed)
-    spec, path = prepare_dataset("mnist", fixture=True, root=work / "data")
-    dls = dataloaders(spec, path, 28, settings["batch_size"], augment=settings["augment"], seed=seed)
-    learn = build_learner(dls, "lenet5", pretrained=False, path=work / f"digits-{seed}",
-                          label_smoothing=settings["label_smoothing"])
+    study = {k: v for k, v in settings.items() if k != "label_smoothing"}
+    config = resolve_config("05_mnist", fixture=True, seed=seed, data_dir=str(work / "data"),
+                            output_dir=str(work / f"digits-{seed}"), **study)
+    data = pipeline.data(config)
+    learn = pipeline.learner(config, data, label_smoothing=settings["label_smoothing"])
     with learn.no_bar(), learn.no_logging():
-        run = fit(learn, settings["epochs"], settings["lr"])
+        run = pipeline.train(config, learn)
     return run.history[run.best_epoch]["accuracy"], run.history[-1]["accuracy"], run.best_epoch, time.perf_counter() - start
 
 

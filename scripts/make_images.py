@@ -5,8 +5,8 @@
     python scripts/make_images.py pets           # one study
     python scripts/make_images.py --full         # the real datasets, pretrained (internet; a GPU wanted)
 
-Each study trains as its notebook does, with the notebook's settings for that mode, and every picture
-says in its title and its file name whether it comes from a fixture run or a full run.
+Each study trains as its notebook does (`pipeline.run_study`), with the study table's settings for that
+mode, and every picture says in its title and its file name whether it comes from a fixture run or a full run.
 """
 
 from __future__ import annotations
@@ -29,27 +29,13 @@ import pandas as pd  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the package as it is in this checkout, installed or not
 
-from vision_studies.data import dataloaders, prepare_dataset  # noqa: E402
 from vision_studies.interpret import plot_confusion_matrix, plot_gradcam, plot_training_curves  # noqa: E402
-from vision_studies.metrics import classification_metrics, predict_validation  # noqa: E402
-from vision_studies.models import build_learner  # noqa: E402
-from vision_studies.train import fit, seed_everything  # noqa: E402
+from vision_studies.pipeline import run_study  # noqa: E402
+from vision_studies.studies import resolve_config  # noqa: E402
 
-# The notebooks' parameters, full mode and fixture mode (notebooks/05_mnist.ipynb, 08_pets.ipynb).
-STUDIES: dict[str, dict] = {
-    "mnist": dict(
-        title="MNIST, LeNet-5",
-        full=dict(arch="lenet5", pretrained=False, epochs=10, image_size=28, batch_size=128, lr=1e-2, augment="digits"),
-        fixture=dict(arch="lenet5", pretrained=False, epochs=10, image_size=28, batch_size=32, lr=1e-2, augment="digits"),
-    ),
-    "pets": dict(
-        title="Oxford-IIIT Pets",
-        full=dict(arch="convnextv2_tiny.fcmae_ft_in22k_in1k", pretrained=True, epochs=5, image_size=224,
-                  batch_size=64, lr=2e-3, augment="strong"),
-        fixture=dict(arch="resnet10t", pretrained=False, epochs=8, image_size=64, batch_size=32, lr=1e-2, augment="light"),
-    ),
-}
-SEED = 42
+# The studies pictured, and their titles; their settings are the study table's, full mode or fixture mode.
+STUDIES: dict[str, dict] = {"mnist": dict(study="05_mnist", title="MNIST, LeNet-5"),
+                            "pets": dict(study="08_pets", title="Oxford-IIIT Pets")}
 GRADCAM_IMAGES = 8
 
 
@@ -69,20 +55,14 @@ def _validation_examples(dls, n: int) -> tuple[list[Path], list[str]]:
 
 
 def make_images(study: str, full: bool, data_dir: Path, out_dir: Path) -> list[Path]:
-    """Train `study` as its notebook does and write its three pictures; returns their paths."""
+    """Train `study` as its notebook does (`pipeline.run_study`) and write its three pictures; returns their paths."""
     settings = STUDIES[study]
-    config = settings["full" if full else "fixture"]
     mode = "full run" if full else "fixture run"
-    seed_everything(SEED)
-    spec, path = prepare_dataset(study, fixture=not full, root=data_dir)
-    dls = dataloaders(spec, path, config["image_size"], config["batch_size"], augment=config["augment"], seed=SEED)
     with tempfile.TemporaryDirectory() as checkpoints:  # fit's best-epoch checkpoint; only the pictures stay
-        learn = build_learner(dls, config["arch"], pretrained=config["pretrained"], path=checkpoints)
-        with learn.no_bar(), learn.no_logging():
-            run = fit(learn, config["epochs"], config["lr"], fine_tune=config["pretrained"])
-            probs, targets, _ = predict_validation(learn)
-    metrics = classification_metrics(targets, probs.argmax(dim=1), list(dls.vocab))
-    caption = (f"{settings['title']} ({config['arch']}, {config['epochs']} epochs at {config['image_size']} px)\n"
+        config = resolve_config(settings["study"], fixture=not full, data_dir=str(data_dir), output_dir=checkpoints)
+        done = run_study(config, write=False, quiet=True)
+    learn, run, dls, metrics = done.learn, done.run, done.data.dls, done.evaluation.metrics
+    caption = (f"{settings['title']} ({config.arch}, {config.epochs} epochs at {config.image_size} px)\n"
                f"{mode}: {metrics['accuracy']:.1%} validation accuracy")
     suffix = "full" if full else "fixture"
 

@@ -4,6 +4,7 @@
     python scripts/run_notebooks.py                         # every notebook, fixture mode
     python scripts/run_notebooks.py 05 08 --html            # two of them, plus HTML copies to read
     python scripts/run_notebooks.py 08 --full -p EPOCHS 3   # the real dataset (internet; a GPU helps)
+    python scripts/run_notebooks.py --rehearse              # full mode, offline: a loopback mirror of each dataset
 
 The same as `vision-studies run-notebooks`, run from the repository root wherever it is called from.
 Executed notebooks and their results records go to runs/ (git-ignored). Exits 1 when a notebook fails.

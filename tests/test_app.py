@@ -22,7 +22,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from vision_studies.app import PACKAGE_REQUIREMENT
 from vision_studies.cli import main
 from vision_studies.data import dataloaders
-from vision_studies.hub import CONFIG_FILE, PICKLE_FILE, WEIGHTS_FILE, export_learner, load_exported
+from vision_studies.export import CONFIG_FILE, PICKLE_FILE, WEIGHTS_FILE, export_learner, load_exported
 from vision_studies.models import build_learner
 from vision_studies.train import fit, seed_everything
 
@@ -37,7 +37,7 @@ def lenet_export(mnist, tmp_path_factory):
     seed_everything(0)
     learn = build_learner(dataloaders(spec, path, 28, batch_size=64, augment="none"), "lenet5", pretrained=False, path=tmp)
     fit(learn, 2, 1e-2)
-    return export_learner(learn, tmp / "export")
+    return export_learner(learn, tmp / "export", arch="lenet5", image_size=28, dataset="mnist")
 
 
 @pytest.fixture(scope="module")

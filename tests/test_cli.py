@@ -1,88 +1,49 @@
-"""`vision-studies train`: its flags against the notebooks they are read from, its errors, and one real run."""
+"""`vision-studies train`: flags from the study table, explicit values winning, its errors, real runs, a wheel."""
 
 from __future__ import annotations
 
-import ast
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from vision_studies.cli import _study_parser, main
-from vision_studies.hub import load_exported
-from vision_studies.studies import STUDIES, get_study, notebook_parameters, study_notebook
+from vision_studies.cli import main, study_parser
+from vision_studies.export import load_exported
+from vision_studies.studies import STUDIES, get_study, parameters
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
 TRAINABLE = [s for s in STUDIES.values() if not s.refused]
 
 
-def _cells(study) -> tuple[str, str]:
-    """The source of the notebook's `parameters` cell and of the code cell after it."""
-    cells = [c for c in json.loads((NOTEBOOKS / f"{study.name}.ipynb").read_text())["cells"] if c["cell_type"] == "code"]
-    i = next(i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
-    return "".join(cells[i]["source"]), "".join(cells[i + 1]["source"])
-
-
-def test_every_notebook_has_a_study_and_each_study_names_its_notebooks_dataset():
-    assert sorted(STUDIES) == sorted(nb.stem for nb in NOTEBOOKS.glob("[0-9]*.ipynb"))
-    for study in STUDIES.values():
-        code = "\n".join("".join(c["source"]) for c in json.loads((NOTEBOOKS / f"{study.name}.ipynb").read_text())["cells"]
-                         if c["cell_type"] == "code" and not "".join(c["source"]).lstrip().startswith("%"))
-        calls = [n for n in ast.walk(ast.parse(code))
-                 if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "prepare_dataset"]
-        assert calls, study.name
-        first = calls[0].args[0]
-        if isinstance(first, ast.Constant):
-            assert first.value == study.dataset, study.name
-        else:  # 11 loops over DATASETS: the table names its first
-            assert study.dataset == notebook_parameters(study_notebook(study, NOTEBOOKS)).defaults["DATASETS"][0]
-
-
 @pytest.mark.parametrize("study", TRAINABLE, ids=lambda s: s.name)
-def test_every_notebook_parameter_is_a_flag_unless_the_table_says_the_command_skips_it(study):
-    params = notebook_parameters(study_notebook(study, NOTEBOOKS))
-    assert set(study.notebook_only) <= set(params.defaults), "the table names a parameter the notebook lacks"
-    flags = {a.dest for a in _study_parser(study, params)._actions}
-    for name in params.defaults:
+def test_every_parameter_is_a_flag_unless_the_table_says_the_command_skips_it(study):
+    names = [f.name for f in parameters(type(study.full))]
+    assert set(study.notebook_only) <= set(names), "the table names a parameter the study lacks"
+    flags = {a.dest for a in study_parser(study)._actions}
+    for name in names:
         assert (name in flags) != (name in study.notebook_only), name
 
 
-@pytest.mark.parametrize("study", TRAINABLE, ids=lambda s: s.name)
-@pytest.mark.parametrize("fixture", [False, True])
-def test_resolved_parameters_are_what_the_notebook_itself_computes(study, fixture):
-    # The reference is the notebook's own code, run as papermill runs it: the parameters cell, FIXTURE
-    # injected, then the cell that applies the fixture settings.
-    parameters, after = _cells(study)
-    namespace: dict = {}
-    exec(parameters, namespace)  # noqa: S102  the repository's own notebook cells
-    namespace["FIXTURE"] = fixture
-    exec(after, {**namespace, "print": lambda *a, **k: None}, namespace)  # noqa: S102
-    resolved = notebook_parameters(study_notebook(study, NOTEBOOKS)).resolve({"FIXTURE": fixture})
-    assert resolved == {k: namespace[k] for k in resolved}
-
-
-def test_flags_override_the_notebook_and_the_fixture_settings():
+def test_flags_win_over_the_fixture_settings_and_the_rest_take_them():
     study = get_study("05")
-    params = notebook_parameters(study_notebook(study, NOTEBOOKS))
-    flags = vars(_study_parser(study, params).parse_args(["--fixture", "--epochs", "3", "--lr", "3e-3", "--no-resume"]))
-    given = {k: v for k, v in flags.items() if v is not None and not k.startswith("_")}
-    resolved = params.resolve(given)
-    assert resolved["EPOCHS"] == 3 and resolved["LR"] == 3e-3 and resolved["RESUME"] is False
-    assert resolved["BATCH_SIZE"] == params.fixture["BATCH_SIZE"] != params.defaults["BATCH_SIZE"]
-    assert resolved["ARCH"] == params.defaults["ARCH"]
+    flags = vars(study_parser(study).parse_args(["--fixture", "--epochs", "3", "--lr", "3e-3", "--no-resume"]))
+    assert {k: v for k, v in flags.items() if v is not None} == {"fixture": True, "epochs": 3, "lr": 3e-3,
+                                                                 "resume": False}
 
 
-def test_study_help_lists_the_notebooks_parameters_with_defaults_and_fixture_values(capsys):
+def test_study_help_lists_the_parameters_with_defaults_and_fixture_values(capsys):
     with pytest.raises(SystemExit) as exit:
         main(["train", "08", "--help"])
     assert exit.value.code == 0
-    out = capsys.readouterr().out
-    params = notebook_parameters(study_notebook(get_study("08"), NOTEBOOKS))
+    out = " ".join(capsys.readouterr().out.split())
     for flag in ("--arch", "--no-pretrained", "--image-size", "--batch-size", "--data-dir", "--hub-repo"):
         assert flag in out
-    assert f"default: {params.defaults['ARCH']}" in " ".join(out.split())
-    assert f"with --fixture: {params.fixture['ARCH']}" in " ".join(out.split())
+    study = get_study("08")
+    assert f"(default: {study.full.arch}; with --fixture: {study.fixture['arch']})" in out
+    assert "passes over the training images" in out  # the field's help text
     assert "accelerate launch" in out and "torchrun" in out
 
 
@@ -111,24 +72,26 @@ def test_list_shows_the_studies_and_the_datasets(capsys):
     (["train", "05", "--push-to-hub"], "PUSH_TO_HUB needs HUB_REPO"),
 ])
 def test_bad_input_is_refused_before_anything_runs_with_what_to_do(argv, message, capsys, tmp_path):
-    where = ["--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "models"), "--notebooks-dir", str(NOTEBOOKS)]
+    where = ["--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "models")] if len(argv) > 2 else []
     assert main([*argv, *where]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err
     assert not list(tmp_path.iterdir())  # nothing downloaded, made or written
 
 
-def test_a_missing_notebooks_folder_says_where_to_run_from(capsys, tmp_path):
-    assert main(["train", "05", "--notebooks-dir", str(tmp_path)]) == 2
-    assert "run it from the repository root, or pass --notebooks-dir" in capsys.readouterr().err
+def test_an_error_not_raised_on_purpose_keeps_its_traceback(data_root, tmp_path):
+    # only a VisionStudiesError is printed as a message; timm's own TypeError reaches the caller whole
+    argv = ["train", "10", "--fixture", "--model-kwargs", "{'no_such_argument': 1}", "--data-dir", str(data_root),
+            "--output-dir", str(tmp_path / "models")]
+    with pytest.raises(TypeError, match="no_such_argument"):
+        main(argv)
 
 
 def test_train_then_predict_on_the_mnist_fixture(mnist, data_root, tmp_path, capsys):
     """One process, in this one: the record and the export the notebook would write, and the export works."""
     spec, path = mnist
     out = tmp_path / "models"
-    argv = ["train", "05_mnist", "--fixture", "--epochs", "2", "--data-dir", str(data_root), "--output-dir", str(out),
-            "--notebooks-dir", str(NOTEBOOKS)]
+    argv = ["train", "05_mnist", "--fixture", "--epochs", "2", "--data-dir", str(data_root), "--output-dir", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     record = json.loads((out / "05_mnist" / "results.json").read_text())
@@ -144,3 +107,38 @@ def test_train_then_predict_on_the_mnist_fixture(mnist, data_root, tmp_path, cap
     assert accuracy == pytest.approx(record["metrics"]["accuracy"], abs=0.01)
     assert main(["predict", str(out / "05_mnist" / "export"), str(valid[0]), "--top-k", "1"]) == 0
     assert capsys.readouterr().out.startswith(f"{valid[0]}: ")
+
+
+def test_explicit_flags_are_what_a_fixture_run_of_08_records(data_root, tmp_path):
+    out = tmp_path / "models"
+    argv = ["train", "08", "--fixture", "--arch", "resnet18", "--epochs", "2", "--image-size", "96",
+            "--data-dir", str(data_root), "--output-dir", str(out)]
+    assert main(argv) == 0
+    record = json.loads((out / "08_pets" / "results.json").read_text())
+    assert (record["arch"], record["epochs"], record["image_size"]) == ("resnet18", 2, 96)
+    fixture = get_study("08").fixture  # what was not given comes from fixture mode
+    assert (record["batch_size"], record["lr"], record["pretrained"]) == (fixture["batch_size"], fixture["lr"], False)
+    assert json.loads((out / "08_pets" / "export" / "config.json").read_text())["arch"] == "resnet18"
+
+
+def test_the_command_works_from_a_wheel_with_no_checkout_in_sight(tmp_path):
+    """Built and installed as a user installs it, run from an empty folder: the package makes its own fixture."""
+    wheels, site, empty = tmp_path / "wheels", tmp_path / "site", tmp_path / "empty"
+    empty.mkdir()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)], check=True,
+                   capture_output=True, timeout=300)
+    [wheel] = wheels.glob("vision_studies-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True,
+                   timeout=300)
+    assert not list(site.rglob("*.ipynb")), "the notebooks are not part of the package"
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    where = subprocess.run([sys.executable, "-c", "import vision_studies; print(vision_studies.__file__)"], cwd=empty,
+                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(where).is_relative_to(site), where  # the wheel's copy, not the checkout's
+    done = subprocess.run([str(site / "bin" / "vision-studies"), "train", "05", "--fixture", "--epochs", "1"], cwd=empty,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    record = json.loads((empty / "models" / "05_mnist" / "results.json").read_text())
+    assert record["epochs"] == 1 and record["fixture"] is True and record["metrics"]["accuracy"] > 0.5
+    assert (empty / "data" / "fixtures" / "mnist_png").is_dir()

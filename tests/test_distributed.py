@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from vision_studies.distributed import data_parallel, per_process_batch_size, process_state
-from vision_studies.hub import load_exported
+from vision_studies.export import load_exported
 
-REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 3
 # Two processes take the same number of steps with batches of 32 (16 each) as one process, but make up
 # each batch from their own halves of the shuffle and draw their own augmentations. On 360 held-out digits
@@ -31,7 +30,7 @@ TOLERANCE = 0.03
 def _train(launcher: list[str], data: Path, out: Path) -> tuple[subprocess.CompletedProcess, float]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     argv = [*launcher, "-m", "vision_studies", "train", "05_mnist", "--fixture", "--epochs", str(EPOCHS),
-            "--data-dir", str(data), "--output-dir", str(out), "--notebooks-dir", str(REPO / "notebooks")]
+            "--data-dir", str(data), "--output-dir", str(out)]
     start = time.perf_counter()
     done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=180)
     seconds = time.perf_counter() - start
@@ -105,7 +104,7 @@ def test_the_learning_rate_finder_is_refused_across_processes_rather_than_left_t
     # fastai's finder reloads the model in process 0 alone and waits there for the others, forever
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vision_studies",
             "train", "05", "--fixture", "--lr", "0", "--data-dir", str(tmp_path / "data"), "--output-dir",
-            str(tmp_path / "models"), "--notebooks-dir", str(REPO / "notebooks")]
+            str(tmp_path / "models")]
     done = subprocess.run(argv, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode != 0

@@ -22,9 +22,31 @@ def test_registry_entries_are_complete():
         assert spec.url.startswith(("https://", "http://")) and spec.licence and spec.homepage, spec.name
         assert spec.layout in ("class_folders", "filename_regex", "label_csv", "official_split"), spec.name
         assert len(set(spec.classes)) == len(spec.classes), spec.name
-        # a published checksum, or one recorded at the first download (sources.fetch_dataset)
-        assert (spec.md5 or spec.sha256) or spec.size is None, spec.name
     assert set(FIXTURE_MAKERS) == set(DATASETS)  # every dataset has a fixture
+
+
+# The entries whose source publishes no checksum (trusted on first use, the reason in the registry's comment).
+# Every other entry must carry one, so a checksum lost from the registry, or a new entry without one, fails here.
+PUBLISHES_NO_CHECKSUM = {"potholes", "cats_vs_dogs"}
+DIGEST = {"md5": r"[0-9a-f]{32}", "sha256": r"[0-9a-f]{64}"}
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_every_registry_entry_carries_a_checksum_in_its_sources_scheme(name):
+    spec = DATASETS[name]
+    files = getattr(spec, "files", ())
+    if files:  # several files, each with the md5 and sha256 their source publishes
+        for file, md5, sha256 in files:
+            assert re.fullmatch(DIGEST["md5"], md5) and re.fullmatch(DIGEST["sha256"], sha256), (name, file)
+        return
+    if name in PUBLISHES_NO_CHECKSUM:
+        assert not (spec.md5 or spec.sha256 or spec.checksum_scheme), f"{name} has a checksum now: drop it from the list"
+        return
+    assert spec.checksum_scheme in ("fastai_first_mib", "md5", "sha256"), (name, spec.checksum_scheme)
+    digest = spec.sha256 if spec.checksum_scheme == "sha256" else spec.md5
+    assert re.fullmatch(DIGEST["sha256" if spec.checksum_scheme == "sha256" else "md5"], digest or ""), (name, digest)
+    if spec.checksum_scheme == "fastai_first_mib":  # fastdownload's path_stats is the pair (size, md5 of 1 MiB)
+        assert spec.size and spec.size > 2**20, name
 
 
 def test_unknown_dataset_error_lists_the_known_ones():
@@ -50,7 +72,7 @@ def test_mnist_fixture_has_mnist_layout(mnist):
 
 def test_pets_fixture_names_every_breed_as_the_real_set_does(pets):
     spec, path = pets
-    names = [p.name for p in (path / "images").iterdir()]
+    names = [p.name for p in (path / "images").glob("*.jpg")]  # images/ also holds .mat files, as the real one
     labels = {re.match(spec.label_regex, n).group(1) for n in names}
     assert labels == set(PET_BREEDS) and len(labels) == 37
     assert "Abyssinian_1.jpg" in names and "great_pyrenees_3.jpg" in names
@@ -71,8 +93,9 @@ def test_mnist_loader_uses_the_official_split(mnist):
 def test_pets_loader_reads_labels_from_file_names(pets):
     spec, path = pets
     dls = dataloaders(spec, path, 64, batch_size=16, augment="light", seed=1)
-    assert len(dls.train_ds) + len(dls.valid_ds) == len(list((path / "images").glob("*.jpg")))
-    assert len(dls.valid_ds) == round(0.2 * (len(dls.train_ds) + len(dls.valid_ds)))
+    # the official split: annotations/trainval.txt trains, annotations/test.txt validates
+    lines = lambda name: (path / "annotations" / name).read_text().splitlines()  # noqa: E731
+    assert (len(dls.train_ds), len(dls.valid_ds)) == (len(lines("trainval.txt")), len(lines("test.txt")))
     for i in range(5):
         name = Path(dls.train_ds.items.iloc[i]["path"]).name
         assert dls.vocab[dls.train_ds[i][1]] == re.match(spec.label_regex, name).group(1)
@@ -118,6 +141,8 @@ def test_every_fixture_loads_and_its_table_matches_the_disk(name, data_root):
     if spec.class_folders:  # only the chosen folders take part
         on_disk = [p for p in on_disk if p.parent.name in spec.class_folders]
     left_out = 3 if spec.screen_images else 0  # the cats-vs-dogs fixture plants three broken files
+    if spec.split_lists:  # an image in neither of the dataset's own lists is not used (Pets has 41)
+        left_out = len(on_disk) - sum(len((path / f).read_text().splitlines()) for f in spec.split_lists)
     assert len(table) == len(on_disk) - left_out, name
     dls = dataloaders(spec, path, 32, batch_size=4, table=table)
     x, y = dls.one_batch()

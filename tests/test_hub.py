@@ -24,12 +24,16 @@ from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 from safetensors.torch import save_file
 
-from vision_studies.data import dataloaders
-from vision_studies.hub import (
-    CONFIG_FILE, PICKLE_FILE, WEIGHTS_FILE, export_learner, load_exported, preprocess, push_to_hub, read_config,
+from vision_studies.data import dataloaders, prepare_dataset
+from vision_studies.errors import VisionStudiesError
+from vision_studies.export import (
+    CONFIG_FILE, PICKLE_FILE, WEIGHTS_FILE, ExportError, ExportNotFound, export_learner, load_exported, read_config,
 )
+from vision_studies.hub import MissingToken, push_to_hub
 from vision_studies.metrics import evaluate, results_record
 from vision_studies.models import build_learner
+from vision_studies.predict import preprocess
+from vision_studies.registry import get_spec
 from vision_studies.train import fit, seed_everything
 
 FAKE_TOKEN = "hf_" + "FakeTokenForTestsOnly" * 2
@@ -61,7 +65,8 @@ def pets_learner(pets, tmp_path_factory):
 @pytest.fixture(scope="module")
 def pets_export(pets_learner, tmp_path_factory):
     learn, record = pets_learner
-    return export_learner(learn, tmp_path_factory.mktemp("exports") / "pets", record)
+    return export_learner(learn, tmp_path_factory.mktemp("exports") / "pets", record, arch="resnet10t", image_size=32,
+                          dataset="pets")
 
 
 def test_export_writes_safe_files_config_and_card(pets_learner, pets_export):
@@ -72,14 +77,19 @@ def test_export_writes_safe_files_config_and_card(pets_learner, pets_export):
     config = read_config(pets_export)
     assert config.arch == "resnet10t" and config.classes == tuple(learn.dls.vocab)
     assert config.image_size == 32 and config.image_mode == "RGB" and not config.multi_label
-    # the normalisation is read from the learner: timm's statistics for the pretrained body
+    # the normalisation build_learner recorded: timm's statistics for the pretrained body
     timm_cfg = timm.create_model("resnet10t", pretrained=False).pretrained_cfg
     assert config.mean == pytest.approx(timm_cfg["mean"]) and config.std == pytest.approx(timm_cfg["std"])
+    # the dataset as the registry describes it travels with the weights
+    spec = get_spec("pets")
+    assert (config.dataset, config.dataset_title, config.licence, config.homepage) == (
+        "pets", spec.title, spec.licence, spec.homepage)
 
     card = ModelCard.load(pets_export / "README.md")
     assert card.data.pipeline_tag == "image-classification" and "fastai" in card.data.tags
     assert f"| accuracy | {round(record['metrics']['accuracy'], 4)} |" in card.text
     assert "Oxford-IIIT Pets" in card.text and "tiny fixture dataset" in card.text  # data and limits
+    assert f"licence: {get_spec('pets').licence}" in card.text
     assert "- epochs: 1" in card.text and "- lr: 0.001" in card.text  # training setup
 
 
@@ -96,7 +106,7 @@ def test_grayscale_lenet_export_predicts_as_the_learner(mnist, tmp_path):
     seed_everything(0)
     learn = build_learner(dataloaders(spec, path, 28, batch_size=128, augment="none"), "lenet5", pretrained=False, path=tmp_path)
     fit(learn, 1, 1e-2)
-    folder = export_learner(learn, tmp_path / "mnist", include_pickle=False)
+    folder = export_learner(learn, tmp_path / "mnist", include_pickle=False, arch="lenet5", image_size=28, dataset="mnist")
     assert not (folder / PICKLE_FILE).exists()
     config = read_config(folder)
     assert (config.arch, config.image_mode, config.mean) == ("lenet5", "L", None)  # from scratch: no normalisation
@@ -109,7 +119,8 @@ def test_lazy_scratch_model_is_rebuilt_at_the_exported_size(mnist, tmp_path):
     """NaiveCNN's dense layer learns its input size from a first batch: the rebuild must do the same."""
     spec, path = mnist
     learn = build_learner(dataloaders(spec, path, 16, batch_size=128, augment="none"), "naive_cnn", pretrained=False, path=tmp_path)
-    folder = export_learner(learn, tmp_path / "naive", include_pickle=False)
+    folder = export_learner(learn, tmp_path / "naive", include_pickle=False, arch="naive_cnn", image_size=16,
+                            dataset="mnist")
     probs, _ = learn.get_preds(ds_idx=1)
     np.testing.assert_allclose(load_exported(folder).predict(valid_paths(learn)).probs, probs.numpy(), atol=1e-5)
 
@@ -136,7 +147,7 @@ def test_planted_pickle_is_never_run_by_the_default_load(pets_export, tmp_path):
 
     # Without the safetensors, the default path refuses and says why, still without unpickling.
     (folder / WEIGHTS_FILE).unlink()
-    with pytest.raises(FileNotFoundError, match="trust_pickle=True only if you trust"):
+    with pytest.raises(ExportNotFound, match="trust_pickle=True only if you trust"):
         load_exported(folder)
     assert not marker.exists()
 
@@ -165,8 +176,10 @@ def test_config_and_weights_problems_name_the_file(pets_export, tmp_path):
     shutil.copytree(pets_export, folder)
     config = json.loads((folder / CONFIG_FILE).read_text())
     (folder / CONFIG_FILE).write_text(json.dumps({**config, "classes": config["classes"][:5]}))
-    with pytest.raises(ValueError, match=rf"{WEIGHTS_FILE} does not fit.*wrong shapes"):
+    with pytest.raises(ExportError, match=rf"{WEIGHTS_FILE} does not fit.*wrong shapes") as wrong:
         load_exported(folder)
+    # one base class for the command line to catch, and the built-in older callers catch
+    assert isinstance(wrong.value, VisionStudiesError) and isinstance(wrong.value, ValueError)
     del config["image_size"]
     (folder / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match=rf"{CONFIG_FILE}: missing image_size"):
@@ -191,7 +204,9 @@ def test_multi_label_export_uses_sigmoid_and_the_threshold(pets, tmp_path):
     dls = block.dataloaders(path / spec.images_folder, bs=32, num_workers=0, device="cpu")
     learn = vision_learner(dls, "resnet10t", pretrained=False, loss_func=BCEWithLogitsLossFlat(thresh=0.3), path=tmp_path)
     learn.fit(1, 1e-2)
-    folder = export_learner(learn, tmp_path / "multi", include_pickle=False)
+    # vision_learner called directly keeps no record of n_in or normalisation: the caller says them
+    folder = export_learner(learn, tmp_path / "multi", include_pickle=False, arch="resnet10t", image_size=32,
+                            multi_label=True, threshold=0.3, image_mode="RGB", normalisation=None)
     config = read_config(folder)
     assert config.multi_label and config.threshold == 0.3 and {"cat", "dog"} <= set(config.classes)
 
@@ -203,6 +218,42 @@ def test_multi_label_export_uses_sigmoid_and_the_threshold(pets, tmp_path):
     assert any(len(labels) > 1 for labels in predicted.labels)  # several labels per image: not softmax
     scores = predictor.scores(valid_paths(learn)[0])
     assert list(scores) == sorted(predicted.labels[0], key=lambda c: -scores[c]) and min(scores.values(), default=1) > 0.3
+
+
+def test_multi_label_card_names_pascal_and_its_licence(tmp_path):
+    """Study 04's export: multi-label because the registry says so, and its card names PASCAL VOC 2007."""
+    spec, path = prepare_dataset("pascal_2007", fixture=True, root=tmp_path / "data")
+    learn = build_learner(dataloaders(spec, path, 32, batch_size=16, augment="none"), "resnet10t", pretrained=False,
+                          path=tmp_path)
+    record = {"study": "04_multilabel", "fixture": True, "dataset": "pascal_2007"}
+    folder = export_learner(learn, tmp_path / "voc", record, include_pickle=False, arch="resnet10t", image_size=32,
+                            dataset="pascal_2007", threshold=0.35)
+    config = read_config(folder)
+    assert config.multi_label and config.threshold == 0.35 and config.mean is None  # from scratch: no normalisation
+    assert (config.dataset, config.licence) == ("pascal_2007", spec.licence)
+    card = ModelCard.load(folder / "README.md").text
+    assert "PASCAL VOC 2007" in card and f"licence: {spec.licence}" in card and "- threshold: 0.35" in card
+
+
+def test_export_refuses_a_config_that_does_not_rebuild_the_learner(pets_learner, tmp_path):
+    """What the caller says is checked against the weights before anything is written."""
+    learn, _ = pets_learner
+    with pytest.raises(ExportError, match="resnet18"):
+        export_learner(learn, tmp_path / "wrong", arch="resnet18", image_size=32, dataset="pets")
+    assert not (tmp_path / "wrong").exists()
+    with pytest.raises(ExportError, match="multi_label="):  # no registry entry, no say: no guess
+        export_learner(learn, tmp_path / "unsaid", arch="resnet10t", image_size=32)
+
+
+def test_export_of_own_data_claims_no_dataset(mnist, tmp_path):
+    spec, path = mnist
+    learn = build_learner(dataloaders(spec, path, 28, batch_size=64, augment="none"), "lenet5", pretrained=False,
+                          path=tmp_path)
+    folder = export_learner(learn, tmp_path / "own", include_pickle=False, arch="lenet5", image_size=28,
+                            multi_label=False)
+    config = read_config(folder)
+    assert (config.dataset, config.licence, config.image_mode) == (None, None, "L")  # L: the learner's record
+    assert "no licence is recorded" in ModelCard.load(folder / "README.md").text
 
 
 # ------------------------------------------------------------------------------------------------ the Hub
@@ -272,7 +323,8 @@ def test_push_without_a_token_says_how_to_log_in(pets_export, monkeypatch, tmp_p
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))
-    with pytest.raises(PermissionError, match="hf auth login.*HF_TOKEN"):
+    with pytest.raises(MissingToken, match="hf auth login.*HF_TOKEN") as missing:
         push_to_hub(pets_export, "someone/pets-resnet10t")
-    with pytest.raises(FileNotFoundError, match="export_learner"):
+    assert isinstance(missing.value, VisionStudiesError) and isinstance(missing.value, PermissionError)
+    with pytest.raises(ExportNotFound, match="export_learner"):
         push_to_hub(tmp_path, "someone/pets-resnet10t", dry_run=True)

@@ -28,8 +28,8 @@ from vision_studies.interpret import (  # noqa: E402
     plot_confusion_matrix,
     plot_gradcam,
     plot_threshold_curve,
-    threshold_sweep,
 )
+from vision_studies.metrics import threshold_sweep  # noqa: E402
 from vision_studies.models import build_learner  # noqa: E402
 from vision_studies.train import fit, seed_everything  # noqa: E402
 
@@ -113,7 +113,7 @@ def test_multilabel_inputs_are_checked():
     with pytest.raises(ValueError, match="classes names 2 labels but the arrays have 5 columns"):
         multilabel_report(y, probs, ["a", "b"])
     with pytest.raises(ValueError, match="only 0 and 1"):
-        threshold_sweep(y * 2, probs)
+        plot_threshold_curve(y * 2, probs)
 
 
 def test_threshold_sweep_and_curve():
@@ -194,6 +194,33 @@ def test_gradcam_finds_the_region_a_trained_cnn_uses(patch_dls, patch_images, tm
     np.testing.assert_allclose(gradcam(learn, items[:4]), heatmaps[:4], atol=1e-6)
 
 
+def _reference_gradcam(model, x, layer, targets, vit_grid=None):
+    """Grad-CAM by its definition (Selvaraju et al., 2017), written out here: the layer's feature maps weighted
+    by the spatial mean of the target score's gradient, ReLU, scaled to [0, 1] and resized bilinearly to the
+    input, as pytorch-grad-cam scales and resizes. For a ViT the layer's tokens (N, T, C) lose their prefix
+    tokens and the patches are laid out row by row, the order timm's patch embedding flattens them in."""
+    import cv2
+
+    store = {}
+    hook = layer.register_forward_hook(lambda module, args, out: store.update(out=out))
+    try:
+        scores = model.eval()(x.clone().requires_grad_(True))
+        acts = store["out"]
+        grads = torch.autograd.grad(scores[torch.arange(len(x)), torch.tensor(targets)].sum(), acts)[0]
+    finally:
+        hook.remove()
+    if vit_grid is not None:
+        prefix, rows, cols = vit_grid
+        acts, grads = (t[:, prefix:].reshape(len(t), rows, cols, -1).permute(0, 3, 1, 2) for t in (acts, grads))
+    cams = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1)).detach().numpy()
+    out = []
+    for cam in cams:
+        cam = (cam - cam.min()) / (1e-7 + (cam - cam.min()).max())
+        cam = np.maximum(cv2.resize(np.float32(cam), (x.shape[3], x.shape[2])), 0)
+        out.append((cam - cam.min()) / (1e-7 + (cam - cam.min()).max()))
+    return np.stack(out)
+
+
 @pytest.mark.parametrize(
     "arch, kwargs, layer_type",
     [
@@ -210,6 +237,13 @@ def test_gradcam_on_convnext_and_vit(patch_dls, patch_images, arch, kwargs, laye
     heatmaps = gradcam(learn, items, target=["patch", "plain", 0])
     assert heatmaps.shape == (3, SIZE, SIZE) and np.isfinite(heatmaps).all()
     assert heatmaps.std(axis=(1, 2)).min() > 0  # a map, not a constant
+    # the very maps Grad-CAM's definition gives for that layer: a wrong layer, a transposed or shifted patch
+    # grid, or the class token left in would each give other maps
+    body = learn.model[0].model
+    grid = (body.num_prefix_tokens, *body.patch_embed.grid_size) if reshape is not None else None
+    x = learn.dls.test_dl(items).one_batch()[0].as_subclass(torch.Tensor)
+    expected = _reference_gradcam(learn.model, x, layer, [0, 1, 0], grid)
+    np.testing.assert_allclose(heatmaps, expected, atol=1e-4)
     with pytest.raises(ValueError, match="'dog' is not one of the learner's classes: patch, plain"):
         gradcam(learn, items, target="dog")
     with pytest.raises(ValueError, match="3 entries for 2 images"):

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from vision_studies.metrics import classification_metrics, headline, results_record, write_results
+import torch
+from fastai.metrics import accuracy_multi
+
+from vision_studies.export import ExportConfig
+from vision_studies.interpret import multilabel_report
+from vision_studies.metrics import (
+    THRESHOLDS, best_threshold, classification_metrics, decide, headline, multilabel_metrics, results_record,
+    threshold_sweep, write_results,
+)
+from vision_studies.predict import Predictor
+from vision_studies.registry import get_spec
 
 
 def test_hand_worked_example():
@@ -50,3 +60,41 @@ def test_results_record_round_trip(tmp_path):
     assert loaded["metrics"]["accuracy"] == 1.0 and loaded["lr"] == 0.01 and loaded["fixture"] is True
     assert loaded["versions"]["torch"] and loaded["versions"]["fastai"]
     assert headline(metrics) == {"accuracy": 1.0, "error_rate": 0.0, "precision_macro": 1.0, "recall_macro": 1.0, "f1_macro": 1.0}
+
+
+def test_one_multi_label_decision_everywhere_and_it_is_fastais():
+    """A probability exactly at the threshold is a "no" for the metrics, the report, the exported model and
+    fastai's own accuracy_multi alike (the ">=" of one and ">" of another once made them disagree)."""
+    classes, threshold = ["a", "b", "c"], 0.5
+    probs = np.array([[0.5, 0.7, 0.2], [0.3, 0.5, 0.9]], dtype=np.float32)
+    y = np.array([[1, 1, 0], [0, 1, 1]])
+    expected = np.array([[False, True, False], [False, False, True]])
+    assert (decide(probs, threshold) == expected).all()
+    theirs = accuracy_multi(torch.tensor(probs), torch.tensor(y), thresh=threshold, sigmoid=False)
+    assert float(theirs) == pytest.approx((expected == y).mean())
+    m = multilabel_metrics(y, probs, classes, threshold)
+    assert m["hamming_loss"] == pytest.approx((expected != y).mean()) and m["subset_accuracy"] == 0.0
+    assert multilabel_report(y, probs, classes, threshold).attrs["hamming_loss"] == pytest.approx(m["hamming_loss"])
+    config = ExportConfig(arch="resnet10t", classes=tuple(classes), image_size=8, image_mode="RGB", multi_label=True,
+                          threshold=threshold)
+    assert Predictor(config).decode(probs) == [["b"], ["c"]]
+
+
+def test_best_threshold_is_the_sweeps_best():
+    rng = np.random.default_rng(0)
+    y = (rng.random((60, 4)) < 0.3).astype(int)
+    probs = np.clip(0.5 * y + rng.normal(0.25, 0.2, y.shape), 0, 1)
+    sweep = threshold_sweep(y, probs)
+    assert tuple(sweep["threshold"]) == THRESHOLDS
+    best = best_threshold(y, probs)
+    assert sweep.set_index("threshold")["f1_micro"][best] == sweep["f1_micro"].max()
+    assert best == min(t for t, f in zip(sweep["threshold"], sweep["f1_micro"]) if f == sweep["f1_micro"].max())
+    assert best_threshold(y, probs, [0.9]) == 0.9
+
+
+def test_results_record_names_the_dataset_and_its_licence():
+    record = results_record("04_multilabel", arch="resnet10t", pretrained=True, epochs=1, image_size=32, fixture=True,
+                            device="cpu", seconds=1.0, metrics={}, dataset="pascal_2007")
+    spec = get_spec("pascal_2007")
+    assert (record["dataset"], record["licence"]) == ("pascal_2007", spec.licence)
+    assert "PASCAL VOC 2007" in record["dataset_title"]

@@ -8,7 +8,10 @@ import torch
 from safetensors.torch import save_file
 
 from vision_studies.data import dataloaders
-from vision_studies.models import LeNet5, PretrainedWeightsUnavailable, build_learner, count_parameters
+from fastai.metrics import error_rate
+
+from vision_studies.errors import VisionStudiesError
+from vision_studies.models import LeNet5, PretrainedWeightsUnavailable, body_pretrained, build_learner, count_parameters
 from vision_studies.train import fit, seed_everything
 
 
@@ -88,5 +91,72 @@ def test_fine_tune_records_the_frozen_epoch_too(pets_dls, tmp_path):
     weights = tmp_path / "w.safetensors"
     save_file(source.state_dict(), weights)
     learn = build_learner(pets_dls, "resnet10t", weights=weights, path=tmp_path)
-    run = fit(learn, 2, 1e-3, fine_tune=True, freeze_epochs=1)
+    run = fit(learn, 2, 1e-3, freeze_epochs=1)
     assert len(run.history) == 3 and run.best_epoch >= 1  # kept epoch is from the unfrozen phase
+
+
+def test_a_weights_file_means_fine_tuning_even_with_pretrained_false(pets_dls, tmp_path):
+    """The one rule: the body starts from the file's weights, so it is fine-tuned, unfrozen after the head's
+    epoch, and trained (its weights change); the record says pretrained."""
+    weights = tmp_path / "w.safetensors"
+    save_file(timm.create_model("resnet10t", pretrained=False).state_dict(), weights)
+    learn = build_learner(pets_dls, "resnet10t", pretrained=False, weights=weights, path=tmp_path)
+    assert body_pretrained(learn) and learn.pretrained  # what the results record's "pretrained" holds
+    stem = learn.model[0].model.conv1[0].weight
+    before = stem.detach().clone()
+    run = fit(learn, 1, 1e-3, freeze_epochs=1)
+    assert len(run.history) == 2  # the head's frozen epoch, then one with the body unfrozen
+    assert all(p.requires_grad for p in learn.model.parameters())
+    assert not torch.equal(stem.detach(), before)  # a convolution of the body, frozen in the first epoch, trained
+
+
+def test_a_body_from_scratch_trains_every_layer_from_the_start(pets_dls, tmp_path):
+    learn = build_learner(pets_dls, "resnet10t", pretrained=False, path=tmp_path)
+    assert not body_pretrained(learn)
+    stem = learn.model[0].model.conv1[0].weight
+    before = stem.detach().clone()
+    run = fit(learn, 1, 1e-3)
+    assert len(run.history) == 1 and not torch.equal(stem.detach(), before)
+
+
+def test_best_epoch_follows_fastais_tracker_rule_for_error_metrics(mnist_dls, tmp_path):
+    """fastai's TrackerCallback: lower is better when the monitor's name holds 'loss' or 'error'."""
+    seed_everything(0)
+    learn = build_learner(mnist_dls, "lenet5", pretrained=False, path=tmp_path)
+    learn.metrics = [error_rate]
+    run = fit(learn, 4, 1e-2, monitor="error_rate")
+    errors = [row["error_rate"] for row in run.history]
+    assert errors[-1] < errors[0]  # it learned, so "higher is better" would pick another epoch
+    assert run.best_epoch == errors.index(min(errors))
+    assert learn.validate()[1] == pytest.approx(min(errors))  # and that epoch's weights are the ones kept
+
+
+def test_seeding_flips_no_cudnn_switch_unless_asked(monkeypatch):
+    import torch.backends.cudnn as cudnn
+
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    monkeypatch.setattr(cudnn, "benchmark", True)
+    seed_everything(3)
+    first = torch.rand(3)
+    assert (cudnn.deterministic, cudnn.benchmark) == (False, True)  # left as the caller had them
+    seed_everything(3, deterministic=True)
+    assert torch.equal(torch.rand(3), first)  # the same seed, the same draws
+    assert (cudnn.deterministic, cudnn.benchmark) == (True, False)  # asked for: deterministic, no autotuning
+
+
+def test_domain_errors_share_one_base_and_keep_their_builtins():
+    from vision_studies.download import ChecksumError, CorruptArchiveError, DownloadError, UnsafeArchiveError
+    from vision_studies.export import ExportError, ExportNotFound
+    from vision_studies.hub import MissingToken
+    from vision_studies.images import BadImageError
+    from vision_studies.labels import LabelError
+    from vision_studies.sources import MissingCredentials
+    from vision_studies.train import CheckpointError
+
+    builtins = {DownloadError: RuntimeError, ChecksumError: ValueError, UnsafeArchiveError: ValueError,
+                CorruptArchiveError: ValueError, BadImageError: ValueError, LabelError: ValueError,
+                PretrainedWeightsUnavailable: RuntimeError, MissingCredentials: RuntimeError,
+                CheckpointError: OSError, ExportError: ValueError, ExportNotFound: FileNotFoundError,
+                MissingToken: PermissionError}
+    for error, builtin in builtins.items():
+        assert issubclass(error, VisionStudiesError) and issubclass(error, builtin), error

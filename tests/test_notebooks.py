@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from vision_studies.runner import find_notebooks, format_table, run_notebooks, threads_per_worker
+from vision_studies.studies import STUDIES, get_study
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = find_notebooks(REPO / "notebooks")
@@ -42,25 +44,53 @@ def test_committed_notebooks_follow_the_contract():
         assert len(parameters) == 1, f"{nb.name}: one cell tagged 'parameters'"
         source = "".join(parameters[0]["source"])
         assert "TOKEN" not in source.upper(), f"{nb.name}: secrets are never notebook parameters"
-        for name in ("FIXTURE = False", "ARCH", "EPOCHS", "IMAGE_SIZE", "BATCH_SIZE", "PRETRAINED", "SEED = 42",
-                     "PUSH_TO_HUB = False", 'HUB_REPO = ""'):
+        names = ["FIXTURE = False", "ARCH", "EPOCHS", "IMAGE_SIZE", "BATCH_SIZE", "PRETRAINED", "SEED = 42"]
+        if nb.stem != "11_backbone_comparison":  # the comparison exports no model, so it has nothing to upload
+            names += ["PUSH_TO_HUB = False", 'HUB_REPO = ""']
+        for name in names:
             assert name in source, f"{nb.name}: {name} missing from the parameters cell"
+        after = next(c for c in cells[cells.index(parameters[0]) + 1:] if c["cell_type"] == "code")
+        assert "resolve_config(" in "".join(after["source"]), f"{nb.name}: the cell after parameters resolves the config"
+        assert not any("if FIXTURE" in "".join(c["source"]) for c in cells), f"{nb.name}: fixture values are the table's"
         first = "".join(cells[0]["source"])
         assert "colab.research.google.com/github/" in first and f"notebooks/{nb.name}" in first
         assert "google.colab" in "".join(cells[1]["source"])  # the guarded install cell
+
+
+def _notebook_values(nb: Path) -> dict:
+    """The parameters cell as papermill reads it (papermill.inspection), each default parsed as a literal."""
+    from papermill.inspection import inspect_notebook
+
+    values = {name: ast.literal_eval(p["default"]) for name, p in inspect_notebook(str(nb)).items()}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.stem)
+def test_the_parameters_cell_shows_the_tables_full_mode_values(nb):
+    assert _notebook_values(nb) == STUDIES[nb.stem].full.values()
+
+
+def test_the_agreement_check_catches_a_notebook_that_drifted(tmp_path):
+    edited = tmp_path / "edited.ipynb"
+    edited.write_text(NOTEBOOKS[0].read_text().replace("SEED = 42", "SEED = 7", 1))
+    assert _notebook_values(edited) != STUDIES[NOTEBOOKS[0].stem].full.values()
 
 
 FAKE_TOKEN = "hf_FAKEtokenFORtestsONLY0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Every notebook on its fixture, with a (fake) Hub token in the environment, as a logged-in user has."""
+def runs(tmp_path_factory, request):
+    """The notebooks the session's tests ask for (all, or those `-k 08` selects) on their fixtures, two at a
+    time, with a (fake) Hub token in the environment, as a logged-in user has."""
     out = tmp_path_factory.mktemp("runs")
+    wanted = {item.callspec.params["name"] for item in request.session.items
+              if item.originalname == "test_notebook_runs_on_its_fixture_and_beats_its_bar"}
+    notebooks = [nb for nb in NOTEBOOKS if nb.stem in wanted] or NOTEBOOKS
     saved = os.environ.get("HF_TOKEN")
     os.environ["HF_TOKEN"] = FAKE_TOKEN
     try:
-        return {r.notebook: r for r in run_notebooks(NOTEBOOKS, out, {"FIXTURE": True}, workers=2, cwd=REPO)}
+        return {r.notebook: r for r in run_notebooks(notebooks, out, {"FIXTURE": True}, workers=2, cwd=REPO)}
     finally:
         if saved is None:
             del os.environ["HF_TOKEN"]
@@ -100,8 +130,9 @@ def test_notebook_runs_on_its_fixture_and_beats_its_bar(runs, name):
 def test_a_failing_notebook_is_reported(tmp_path):
     broken = tmp_path / "99_broken.ipynb"
     nb = json.loads(NOTEBOOKS[0].read_text())
-    nb["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
-                        "source": "raise RuntimeError('planted failure')"})
+    after_config = next(i for i, c in enumerate(nb["cells"]) if "resolve_config(" in "".join(c["source"])) + 1
+    nb["cells"].insert(after_config, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                                      "source": "raise RuntimeError('planted failure')"})  # before any training
     broken.write_text(json.dumps(nb))
     [run] = run_notebooks([broken], tmp_path / "out", {"FIXTURE": True, "EPOCHS": 1}, workers=1, cwd=REPO)
     assert not run.ok and "planted failure" in run.error
@@ -119,3 +150,16 @@ def test_find_notebooks_by_prefix_and_unknown_name():
     assert [nb.stem for nb in find_notebooks(REPO / "notebooks", ["05"])] == ["05_mnist"]
     with pytest.raises(FileNotFoundError, match="05_mnist"):
         find_notebooks(REPO / "notebooks", ["42"])
+
+
+def test_values_passed_to_a_fixture_run_are_the_ones_it_records(tmp_path):
+    """papermill -p ARCH resnet18 -p EPOCHS 2 -p IMAGE_SIZE 96 on 08 in fixture mode: exactly those are trained."""
+    [nb] = find_notebooks(REPO / "notebooks", ["08"])
+    given = {"FIXTURE": True, "ARCH": "resnet18", "EPOCHS": 2, "IMAGE_SIZE": 96}
+    [run] = run_notebooks([nb], tmp_path, given, workers=1, cwd=REPO)
+    assert run.ok, run.error
+    record = run.record
+    assert (record["arch"], record["epochs"], record["image_size"], record["fixture"]) == ("resnet18", 2, 96, True)
+    fixture = get_study("08").fixture  # what was left alone is fixture mode's
+    assert (record["batch_size"], record["lr"], record["augment"]) == (fixture["batch_size"], fixture["lr"],
+                                                                     fixture["augment"])

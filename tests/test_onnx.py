@@ -9,7 +9,7 @@ from fastai.data.transforms import get_image_files
 from safetensors.torch import save_file
 
 from vision_studies.data import dataloaders
-from vision_studies.hub import export_learner, load_exported
+from vision_studies.export import export_learner, load_exported
 from vision_studies.models import build_learner
 from vision_studies.onnx_export import ONNX_FILE, OnnxPredictor, export_onnx
 from vision_studies.train import fit, seed_everything
@@ -25,7 +25,8 @@ def exported(pets, tmp_path_factory):
     save_file(timm.create_model("resnet10t", pretrained=False).state_dict(), weights)
     learn = build_learner(dataloaders(spec, path, 32, batch_size=32, augment="none"), "resnet10t", weights=weights, path=tmp)
     fit(learn, 1, 1e-3)
-    return learn, export_learner(learn, tmp / "export", include_pickle=False)
+    return learn, export_learner(learn, tmp / "export", include_pickle=False, arch="resnet10t", image_size=32,
+                                 dataset="pets")
 
 
 def test_onnx_agrees_with_pytorch_on_every_fixture_image(pets, exported):

@@ -48,22 +48,25 @@ class StopAfter(nn.Module):
         return self.net(x)
 
 
-def _learner(path: Path, stop_at: int | None = None) -> Learner:
+def _learner(path: Path, stop_at: int | None = None, pretrained: bool = False) -> Learner:
+    """`pretrained` is the record fastai's vision_learner keeps (``learn.pretrained``): fit fine-tunes by it."""
     seed_everything(0)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(320, 8, generator=g)
     ds = list(zip(x, (x[:, 0] + x[:, 1] > 0).long()))
-    return Learner(
+    learn = Learner(
         DataLoaders.from_dsets(ds[:256], ds[256:], bs=32, num_workers=0), StopAfter(stop_at),
         loss_func=CrossEntropyLossFlat(), metrics=[accuracy], path=path,
         splitter=lambda m: [list(m.net[0].parameters()), list(m.net[1].parameters())],  # body, head: for fine-tuning
     )
+    learn.pretrained = pretrained
+    return learn
 
 
-def _interrupted(path: Path, stop_at: int, **kwargs) -> dict:
+def _interrupted(path: Path, stop_at: int, pretrained: bool = False, **kwargs) -> dict:
     """Run fit until the stop, and return the meta data of the checkpoint it left."""
     with pytest.raises(KeyboardInterrupt):
-        fit(_learner(path, stop_at), **kwargs)
+        fit(_learner(path, stop_at, pretrained), **kwargs)
     return torch.load(path / "models" / CHECKPOINT, weights_only=True)["meta"]
 
 
@@ -82,15 +85,15 @@ def _same_weights(a: Learner, b: Learner) -> bool:
     ],
 )
 def test_interrupted_fit_resumes_exactly_where_it_stopped(fine_tune, stop_at, done, tmp_path, capsys):
-    kwargs = dict(epochs=4, lr=1e-2, fine_tune=fine_tune)
-    reference = _learner(tmp_path / "whole")
+    kwargs = dict(epochs=4, lr=1e-2)
+    reference = _learner(tmp_path / "whole", pretrained=fine_tune)
     whole = fit(reference, **kwargs)
     if done:
-        assert len(_interrupted(tmp_path / "cut", stop_at, **kwargs)["history"]) == done
+        assert len(_interrupted(tmp_path / "cut", stop_at, fine_tune, **kwargs)["history"]) == done
     else:
         with pytest.raises(KeyboardInterrupt):
-            fit(_learner(tmp_path / "cut", stop_at), **kwargs)
-    resumed = _learner(tmp_path / "cut")
+            fit(_learner(tmp_path / "cut", stop_at, fine_tune), **kwargs)
+    resumed = _learner(tmp_path / "cut", pretrained=fine_tune)
     run = fit(resumed, resume=True, **kwargs)
     # weights, optimizer, schedule and random generators all carried over: the same numbers, not just close
     assert run.history == whole.history and run.best_epoch == whole.best_epoch
@@ -116,14 +119,14 @@ def test_best_weights_lost_at_the_kill_are_rewritten_from_the_checkpoint(tmp_pat
     Stopped right after the frozen epoch of a fine-tune, the unfrozen phase starts from that epoch's
     weights (the best, and only, one of its phase): they must come from the checkpoint, not a stale best.pth.
     """
-    kwargs = dict(epochs=2, lr=1e-2, fine_tune=True)
-    reference = _learner(tmp_path / "whole")
+    kwargs = dict(epochs=2, lr=1e-2)
+    reference = _learner(tmp_path / "whole", pretrained=True)
     whole = fit(reference, **kwargs)
-    meta = _interrupted(tmp_path / "cut", BATCHES + 1, **kwargs)
+    meta = _interrupted(tmp_path / "cut", BATCHES + 1, pretrained=True, **kwargs)
     assert (meta["phase"], meta["phase_epochs_done"], meta["best_epoch"]) == (0, 1, 0)
     zeros = {k: torch.zeros_like(v) for k, v in reference.model.state_dict().items()}
     torch.save(zeros, tmp_path / "cut" / "models" / BEST)
-    resumed = _learner(tmp_path / "cut")
+    resumed = _learner(tmp_path / "cut", pretrained=True)
     assert fit(resumed, resume=True, **kwargs).history == whole.history
     assert _same_weights(resumed, reference)
 

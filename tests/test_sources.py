@@ -66,25 +66,25 @@ def _zip(entries: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _clouds_like_dataverse(data_root) -> bytes:
-    """Dataverse's "all files" zip holding CCSN_v2.zip, built from the clouds fixture."""
+def _clouds_zip(data_root) -> bytes:
+    """CCSN.zip as Dataverse serves it (CCSN_v2/<genus>/...), built from the clouds fixture."""
     from vision_studies.fixtures import make_fixture
 
     folder = make_fixture("clouds", data_root / "fixtures")
-    inner = _zip({f"CCSN_v2/{p.relative_to(folder).as_posix()}": p.read_bytes() for p in folder.rglob("*.jpg")})
-    return _zip({"CCSN_v2.zip": inner, "MANIFEST.TXT": b"files"})
+    return _zip({f"CCSN_v2/{p.relative_to(folder).as_posix()}": p.read_bytes() for p in folder.rglob("*.jpg")})
 
 
 def test_unpublished_checksum_is_recorded_then_enforced(server, tmp_path, data_root):
-    server.files["/clouds.zip"] = _clouds_like_dataverse(data_root)
-    spec = replace(get_spec("clouds"), url=f"{server.url}/clouds.zip")
+    server.files["/clouds.zip"] = _clouds_zip(data_root)
+    # as a source that publishes no checksum (the registry pins CCSN's md5 since; potholes has none)
+    spec = replace(get_spec("clouds"), url=f"{server.url}/clouds.zip", md5=None, checksum_scheme="")
     folder = fetch_dataset(spec, tmp_path / "data", progress=False)
     assert folder == tmp_path / "data" / "CCSN_v2" and (folder / ".complete").exists()
     assert set(items_table(spec, folder)["label"]) == {"Ci", "Cu", "St"}
     recorded = (tmp_path / "data" / "recorded_sha256.json").read_text()
     assert spec.url in recorded
     # the source changes under the same URL: a fresh download must not be trusted
-    server.files["/clouds.zip"] = _zip({"CCSN_v2.zip": b"something else"})
+    server.files["/clouds.zip"] = _zip({"CCSN_v2/Ci/Ci-N1.jpg": b"something else"})
     with pytest.raises(ChecksumError, match="sha256 mismatch"):
         _refetch(spec, tmp_path)
 

@@ -13,12 +13,13 @@ import gradio as gr
 from huggingface_hub import SpaceCard, SpaceCardData
 from PIL import Image
 
-from .hub import CONFIG_FILE, WEIGHTS_FILE, load_exported, read_config
+from .colab import package_requirement
+from .export import CONFIG_FILE, WEIGHTS_FILE, ExportError, ExportNotFound, load_exported, read_config
 
 __all__ = ["build_demo", "serve", "write_space", "PACKAGE_REQUIREMENT"]
 
 # How a Space installs this package: from its repository, as the notebooks' Colab cell does.
-PACKAGE_REQUIREMENT = "vision-studies @ git+https://github.com/vision-studies/vision-studies"
+PACKAGE_REQUIREMENT = package_requirement()  # this version's tag, as the notebooks' install cell
 
 
 def build_demo(model_dir: Path | str, *, top_k: int = 5, title: str | None = None) -> gr.Interface:
@@ -93,9 +94,9 @@ def write_space(model_dir: Path | str, out: Path | str, *, title: str | None = N
     model_dir, out = Path(model_dir), Path(out)
     config = read_config(model_dir)  # checks it is an export before anything is written
     if not (model_dir / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"{model_dir / WEIGHTS_FILE} does not exist; export the learner with hub.export_learner first")
+        raise ExportNotFound(f"{model_dir / WEIGHTS_FILE} does not exist; export the learner with export.export_learner first")
     if out.resolve() == model_dir.resolve():
-        raise ValueError(f"write the Space to a folder of its own, not into the export {model_dir}")
+        raise ExportError(f"write the Space to a folder of its own, not into the export {model_dir}")
     (out / "model").mkdir(parents=True, exist_ok=True)
     for name in (CONFIG_FILE, WEIGHTS_FILE):  # never the pickle
         shutil.copyfile(model_dir / name, out / "model" / name)

@@ -26,6 +26,7 @@ from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
 from .images import BadImageError, find_bad_images, load_image
+from .metrics import decide
 
 __all__ = [
     "REPORT_COLUMNS",
@@ -195,7 +196,7 @@ def suspects_by_loss(learn: Learner, k: int = 20, ds_idx: int = 1, folder: Path 
             what = f"labelled {vocab[actual]}, predicted {vocab[predicted]} ({float(probs[i, predicted]):.2f})"
         else:  # multi-label: the labels it has and the ones the model sees
             has = [vocab[c] for c in np.flatnonzero(targets[i].numpy() > 0.5)]
-            sees = [vocab[c] for c in np.flatnonzero(probs[i].numpy() > 0.5)]
+            sees = [vocab[c] for c in np.flatnonzero(decide(probs[i], getattr(learn.loss_func, "thresh", 0.5)))]
             what = f"labelled {'+'.join(has) or 'nothing'}, predicted {'+'.join(sees) or 'nothing'}"
         rows.append(dict(path=_relative(Path(paths[i]), folder), issue="high_loss",
                          detail=f"{what}, loss {float(losses[i]):.2f}", suggested_action="review"))

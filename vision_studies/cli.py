@@ -50,8 +50,16 @@ def _run_notebooks(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    parameters = {"FIXTURE": not args.full, **{name: _literal(value) for name, value in args.parameter}}
-    runs = run_notebooks(notebooks, args.out, parameters, workers=args.workers, cwd=".", timeout=args.timeout)
+    if args.rehearse:  # full mode against a loopback mirror of every dataset in its real layout (mirror.py)
+        from .mirror import rehearse, rehearsed_notebooks
+
+        notebooks, left = rehearsed_notebooks(notebooks)
+        for nb in left:
+            print(f"{nb.stem}: not rehearsed, the mirror serves no archive of its dataset", file=sys.stderr)
+        runs = rehearse(notebooks, args.out / "rehearsal", workers=args.workers, timeout=args.timeout)
+    else:
+        parameters = {"FIXTURE": not args.full, **{name: _literal(value) for name, value in args.parameter}}
+        runs = run_notebooks(notebooks, args.out, parameters, workers=args.workers, cwd=".", timeout=args.timeout)
     print()
     print(format_table(runs))
     if args.html:
@@ -63,20 +71,6 @@ def _run_notebooks(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _model_errors(command):
-    """A missing or malformed export is the user's to fix: say what is wrong, exit 2, no traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-
-    return run
-
-
-@_model_errors
 def _demo(args: argparse.Namespace) -> int:
     from .app import serve
 
@@ -85,7 +79,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-@_model_errors
 def _space(args: argparse.Namespace) -> int:
     from .app import write_space
 
@@ -94,9 +87,8 @@ def _space(args: argparse.Namespace) -> int:
     return 0
 
 
-@_model_errors
 def _predict(args: argparse.Namespace) -> int:
-    from .hub import load_exported
+    from .export import load_exported
 
     predictor = load_exported(args.model)
     for image in args.images:
@@ -105,35 +97,10 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"{image}: {shown}")
     return 0
 
-# What each common parameter does, for --help where the notebook's parameters cell has no comment on it.
-_PARAMETER_HELP = {
-    "FIXTURE": "the tiny fixture set in the real one's layout and the notebook's fixture settings: a CPU-sized run",
-    "ARCH": "the network: a timm model name, or one of lenet5, naive_cnn, conv_pool_cnn, bn_dropout_cnn",
-    "PRETRAINED": "start from ImageNet weights (timm fetches them from the Hugging Face Hub) and fine-tune",
-    "WEIGHTS": "a local weights file for ARCH (.safetensors or .pth), instead of downloading",
-    "EPOCHS": "passes over the training images",
-    "IMAGE_SIZE": "pixels a side that images are resized to",
-    "BATCH_SIZE": "images per optimizer step",
-    "LR": "the peak learning rate of the one-cycle schedule",
-    "AUGMENT": "the augmentation preset",
-    "SEED": "the seed of the split and of training: the same seed gives the same model on the same device",
-    "RESUME": "continue from the checkpoint an interrupted run left",
-    "DATA_DIR": "where datasets are downloaded and fixtures written",
-    "OUTPUT_DIR": "where <dir>/<study>/results.json, checkpoints and <dir>/<study>/export go",
-    "PUSH_TO_HUB": "upload the export to HUB_REPO (log in with `hf auth login` first)",
-    "HUB_REPO": "the Hugging Face Hub repository for the export, e.g. your-name/vision-studies-mnist",
-    "THRESHOLD": "the probability above which a label is predicted; 0: the one that maximises F1 on validation",
-}
-# What the command does with a parameter that a notebook does not: say it in the flag's help.
-_COMMAND_NOTES = {
-    "BATCH_SIZE": "with several processes, split evenly between them",
-    "DATA_DIR": "with several processes, process 0 fills it and the others read it",
-}
-
 _TRAIN_EPILOG = """\
 examples:
   vision-studies train 05 --fixture                      MNIST's fixture, LeNet-5, on this machine
-  vision-studies train 05 --help                         every flag of study 05, read from its notebook
+  vision-studies train 05 --help                         every flag of study 05, with its defaults
   vision-studies train 08_pets --epochs 3 --arch resnet50.a1_in1k
   vision-studies train 08 --no-pretrained --weights my.safetensors
 
@@ -141,89 +108,79 @@ several processes (see docs/distributed.md):
   accelerate launch --multi_gpu --num_processes 4 -m vision_studies train 08     4 GPUs of one machine
   torchrun --nproc_per_node 2 -m vision_studies train 05 --fixture              2 CPU processes (gloo)
 """
+# What the command does with a parameter that a notebook does not: said in the flag's help.
+_COMMAND_NOTES = {
+    "batch_size": "with several processes, split evenly between them",
+    "data_dir": "with several processes, process 0 fills it and the others read it",
+}
 
 
 def _flag(name: str) -> str:
-    return "--" + name.lower().replace("_", "-")
+    return "--" + name.replace("_", "-")
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(value)
     return repr(value) if value == "" else str(value)
 
 
-def _study_parser(study, params) -> argparse.ArgumentParser:
-    """A flag for every parameter of the study's notebook: its default, its fixture value, its comment as help."""
-    skipped = ", ".join(study.notebook_only)
+def study_parser(study) -> argparse.ArgumentParser:
+    """A flag for every parameter of `study`'s config: its help text, full-mode default and fixture value."""
+    from .studies import parameters
+
+    skipped = ", ".join(n.upper() for n in study.notebook_only)
     description = (
-        f"Train study {study.name} ({params.notebook}) on dataset {study.dataset!r} as its notebook does, then "
-        f"write <output-dir>/{study.name}/results.json and the export in <output-dir>/{study.name}/export. "
+        f"Train study {study.name} on dataset {study.dataset!r} as its notebook does, then write "
+        f"<output-dir>/{study.name}/results.json and the export in <output-dir>/{study.name}/export. "
         + (f"The command trains {study.trains}. " if study.trains else "")
         + (f"Not flags here, as the command does not run those parts: {skipped}. " if skipped else "")
-        + "Defaults are the notebook's parameters cell; --fixture switches to its fixture settings."
+        + "Defaults are the study's full-mode settings; --fixture switches to its fixture settings for every "
+        "flag not given."
     )
     parser = argparse.ArgumentParser(
         prog=f"vision-studies train {study.name}", epilog=_TRAIN_EPILOG,
         description=textwrap.fill(description, 100, break_on_hyphens=False),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for name, default in params.defaults.items():
-        if name in study.notebook_only:
+    for f in parameters(type(study.full)):
+        if f.name in study.notebook_only:
             continue
-        text = params.help.get(name) or _PARAMETER_HELP.get(name, name.lower().replace("_", " "))
-        text = text.removeprefix("True: ")  # the notebooks' comments on switches; the flag says it
-        if name in _COMMAND_NOTES:
-            text += f"; {_COMMAND_NOTES[name]}"
+        default = getattr(study.full, f.name)
+        text = f.metadata["help"]
+        if f.name in _COMMAND_NOTES:
+            text += f"; {_COMMAND_NOTES[f.name]}"
         text += f" (default: {_shown(default)}"
-        if name in params.fixture and params.fixture[name] != default:
-            text += f"; with --fixture: {_shown(params.fixture[name])}"
+        if f.name in study.fixture and study.fixture[f.name] != default:
+            text += f"; with --fixture: {_shown(study.fixture[f.name])}"
         text = (text + ")").replace("%", "%%")
-        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": text}
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(default, list):
-            kwargs.update(nargs="+", type=type(default[0]) if default else str, metavar=name)
+        elif isinstance(default, tuple):
+            kwargs.update(nargs="+", metavar=f.name.upper())
+        elif isinstance(default, dict):
+            kwargs.update(type=_literal, metavar="DICT")
         else:
-            kwargs.update(type=type(default) if isinstance(default, (int, float, str)) else _literal, metavar=name)
-        parser.add_argument(_flag(name), **kwargs)
-    parser.add_argument("--notebooks-dir", type=Path, default=Path("notebooks"), dest="_notebooks_dir",
-                        metavar="DIR", help="where the study notebooks are (default: notebooks/)")
+            kwargs.update(type=type(default), metavar=f.name.upper())
+        parser.add_argument(_flag(f.name), **kwargs)
     return parser
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .studies import NOT_TRAINING, get_study, notebook_parameters, study_notebook
+    from .studies import ConfigError, get_study, resolve_config
 
-    where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--notebooks-dir", type=Path, default=args.notebooks_dir)
-    notebooks_dir = where.parse_known_args(args.rest)[0].notebooks_dir
-    try:
-        study = get_study(args.study)
-        if study.refused:
-            raise ValueError(f"vision-studies train does not train {study.name}: {study.refused}")
-        params = notebook_parameters(study_notebook(study, notebooks_dir))
-    except (KeyError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
-    flags = vars(_study_parser(study, params).parse_args(args.rest))
-    given = {name: value for name, value in flags.items() if value is not None and not name.startswith("_")}
-    trained = [n for n in params.defaults if n not in NOT_TRAINING and n not in study.notebook_only]
-    return _train_resolved(study, params.resolve(given), trained)
-
-
-def _train_resolved(study, params: dict[str, Any], trained: list[str]) -> int:
+    study = get_study(args.study)
+    if study.refused:
+        raise ConfigError(f"vision-studies train does not train {study.name}: {study.refused}")
+    flags = vars(study_parser(study).parse_args(args.rest))
+    config = resolve_config(study, **{name: value for name, value in flags.items() if value is not None})
+    # torch and fastai load here, not before: `train STUDY --help` and a mistyped STUDY stay instant
     from .distributed import close
-    from .download import DownloadError
-    from .models import PretrainedWeightsUnavailable
-    from .sources import MissingCredentials
-    from .studies import train_study
-    from .train import CheckpointError
+    from .pipeline import run_study
 
     try:
-        done = train_study(study, params, trained)
-    except (FileNotFoundError, ValueError, PermissionError, PretrainedWeightsUnavailable, MissingCredentials,
-            DownloadError, CheckpointError) as e:  # the user's to fix, and each says how: no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        done = run_study(config)
     finally:
         close()
     if done.results is not None:
@@ -245,16 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train", help="train one study's model from the command line, on one process or several",
         description=textwrap.fill(
-            "Train a study's model as its notebook does, with every notebook parameter as a flag: `vision-studies "
-            "train STUDY --help` lists them with the notebook's defaults. STUDY is a notebook name (05_mnist), its "
-            "number (05) or its dataset (mnist); `vision-studies list` shows them. Run it from the repository root, "
-            "where notebooks/ is. Launched by accelerate or torchrun, the processes train together.", 100),
+            "Train a study's model as its notebook does, with every parameter of the study's settings as a flag: "
+            "`vision-studies train STUDY --help` lists them with their defaults. STUDY is a notebook name "
+            "(05_mnist), its number (05) or its dataset (mnist); `vision-studies list` shows them. Fixture mode "
+            "(--fixture) writes its own tiny data: no checkout is needed. Launched by accelerate or torchrun, the "
+            "processes train together.", 100),
         epilog=_TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("study", help="the study: 05_mnist, 05, or mnist")
     p.add_argument("rest", nargs=argparse.REMAINDER, metavar="FLAGS", help="the study's flags (see STUDY --help)")
-    p.add_argument("--notebooks-dir", type=Path, default=Path("notebooks"), metavar="DIR",
-                   help="where the study notebooks are (default: notebooks/)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("fixture", help="write a dataset's tiny fixture in its real layout")
@@ -269,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("notebooks", nargs="*", help="notebook names or number prefixes, e.g. 05 08 (default: all)")
     p.add_argument("--full", action="store_true", help="the real datasets (FIXTURE=False): needs internet, wants a GPU")
+    p.add_argument("--rehearse", action="store_true",
+                   help="full mode (FIXTURE=False) against a loopback mirror of each dataset's real layout, offline "
+                        "EfficientNet-Lite0 weights, tiny sizes, one epoch; into OUT/rehearsal")
     p.add_argument("--workers", type=int, default=None, help="notebooks at once (default: one per core)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="executed notebooks and results records (default: runs/)")
     p.add_argument("--notebooks-dir", type=Path, default=Path("notebooks"), help="where the notebooks are (default: notebooks/)")
@@ -278,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=1800, help="seconds one cell may run (default: 1800)")
     p.set_defaults(func=_run_notebooks)
 
-    model_help = "an exported model: a folder written by hub.export_learner, or a Hub repo id (owner/name)"
+    model_help = "an exported model: a folder written by export.export_learner, or a Hub repo id (owner/name)"
     p = sub.add_parser("demo", help="serve an exported model as a gradio web demo")
     p.add_argument("model", help=model_help)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 shares it on the network)")
@@ -286,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("space", help="write a Hugging Face Space folder that serves an exported model")
-    p.add_argument("model", help="a folder written by hub.export_learner")
+    p.add_argument("model", help="a folder written by export.export_learner")
     p.add_argument("out", type=Path, help="the Space folder to write")
     p.add_argument("--title", default=None, help="the Space's title")
     p.add_argument("--model-repo", default=None, help="the model's Hub repo id, to link the Space to it")
@@ -301,8 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; an error raised on purpose (`VisionStudiesError`) is printed with what to do, and
+    exits 2. Anything else is a bug, and keeps its traceback."""
+    from .errors import VisionStudiesError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except VisionStudiesError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from .labels import check_class_folders
 from .registry import DatasetSpec, get_spec
 from .sources import fetch_dataset
 
-__all__ = ["prepare_dataset", "items_table", "holdout_test", "dataloaders", "user_folder_spec"]
+__all__ = ["prepare_dataset", "items_table", "holdout_test", "dataloaders", "image_datablock", "user_folder_spec"]
 
 
 def user_folder_spec(name: str, valid_pct: float = 0.2) -> DatasetSpec:
@@ -44,6 +44,11 @@ def prepare_dataset(
     """The registry entry and local folder of dataset `name`: the tiny fixture, the real download, or
     (`folder`) the learner's own folder of ``<class>/<image>`` sub-folders, read like the dataset's classes."""
     spec = get_spec(name)
+    if folder and spec.files and not fixture:  # a folder holding the dataset's idx files is a local copy of it
+        from .idx import fetch_idx_dataset, has_idx_files
+
+        if has_idx_files(spec, folder):
+            return spec, fetch_idx_dataset(spec, Path(root), local_copy=folder)
     if folder:
         folder = Path(folder)
         if not folder.is_dir():
@@ -86,14 +91,58 @@ def _class_folder_table(spec: DatasetSpec, path: Path, seed: int) -> pd.DataFram
     return table
 
 
+def _listed(file: Path) -> list[str]:
+    """The image names (first word of each line, ``#`` comments skipped) of a split list such as Pets' test.txt."""
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; the dataset's own split is read from it")
+    return [line.split()[0] for line in file.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
 def _filename_table(spec: DatasetSpec, path: Path, seed: int) -> pd.DataFrame:
     files = get_image_files(path / spec.images_folder)
     table = pd.DataFrame({
         "path": [str(f) for f in files],
         "label": [_label_from(f.name, spec.label_regex, f) for f in files],
     })
-    table["is_valid"] = _random_valid(len(table), spec.valid_pct, seed)
-    return table
+    if not spec.split_lists:
+        table["is_valid"] = _random_valid(len(table), spec.valid_pct, seed)
+        return table
+    # the dataset's own split (Pets: annotations/trainval.txt and test.txt); images in neither list are left out
+    train_file, valid_file = (path / f for f in spec.split_lists)
+    train, valid = set(_listed(train_file)), set(_listed(valid_file))
+    both = sorted(train & valid)
+    if both:
+        raise ValueError(f"{valid_file}: {both[0]} (and {len(both) - 1} more) is also in {train_file.name}")
+    stems = [Path(p).stem for p in table["path"]]
+    missing = sorted((train | valid) - set(stems))
+    if missing:
+        raise ValueError(f"{path / spec.images_folder}: {len(missing)} images named in {train_file.name}/"
+                         f"{valid_file.name} are missing, {missing[0]} first; the download is incomplete: delete "
+                         f"{path} and prepare the dataset again")
+    table["is_valid"] = [stem in valid for stem in stems]
+    return table[[stem in train or stem in valid for stem in stems]].reset_index(drop=True)
+
+
+def _folder_class(spec: DatasetSpec, folder: str) -> str:
+    """The class a folder of extra images stands for: named as the dataset names its own folders, else as is."""
+    match = re.match(spec.label_regex, folder) if spec.label_regex else None
+    return match.group(1) if match else folder
+
+
+def _class_names(spec: DatasetSpec, path: Path) -> dict[str, str]:
+    """{class id: class name} from the dataset's own classes file (CUB's ``1 001.Black_footed_Albatross``),
+    named as `label_regex` says (``Black_footed_Albatross``)."""
+    file = path / spec.classes_file
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; {spec.title} names its classes there")
+    names = {}
+    for number, line in enumerate(file.read_text().splitlines(), start=1):
+        if line.strip():
+            class_id, _, folder = line.strip().partition(" ")
+            if not folder:
+                raise ValueError(f"{file}, line {number}: expected '<id> <class folder>', got {line!r}")
+            names[class_id] = _label_from(folder, spec.label_regex, file)
+    return names
 
 
 def _label_csv_table(spec: DatasetSpec, path: Path, seed: int) -> pd.DataFrame:
@@ -123,9 +172,15 @@ def _official_split_table(spec: DatasetSpec, path: Path, seed: int) -> pd.DataFr
     if spec.class_folders:
         keep = folders.isin(spec.class_folders)
         table, folders = table[keep], folders[keep]
+    if spec.classes_file:  # the label is the class the dataset's own files give the image id
+        names = _class_names(spec, path)
+        labels_of = dict(line.split() for line in (path / "image_class_labels.txt").read_text().splitlines() if line.strip())
+        labels = [names[labels_of[i]] for i in table["id"]]
+    else:
+        labels = [_label_from(f, spec.label_regex, path / "images.txt") for f in folders]
     return pd.DataFrame({
         "path": [str(path / spec.images_folder / p) for p in table["relpath"]],
-        "label": [_label_from(f, spec.label_regex, path / "images.txt") for f in folders],
+        "label": labels,
         "is_valid": (table["is_train"] == "0").to_numpy(),
     })
 
@@ -169,8 +224,11 @@ def items_table(
         files = get_image_files(extra)
         if not files:
             raise ValueError(f"extra training folder {extra} holds no images; it should hold <class>/<image> files")
+        # folders may carry the dataset's own folder names (CUB's "001.Black_footed_Albatross"): the class is
+        # read from them as from the dataset's, so the extra images join the same classes
         table = pd.concat([table, pd.DataFrame({
-            "path": [str(f) for f in files], "label": [f.parent.name for f in files], "is_valid": False,
+            "path": [str(f) for f in files], "label": [_folder_class(spec, f.parent.name) for f in files],
+            "is_valid": False,
         })], ignore_index=True)
     if table.empty:
         raise ValueError(f"{path}: no images found; {spec.title} is laid out as {_layout_hint(spec)}")
@@ -181,16 +239,21 @@ def items_table(
             f"both splits need images, laid out as {_layout_hint(spec)}"
         )
     labels = {l for ls in table["label"] for l in (ls if isinstance(ls, list) else [ls])}
-    unknown = sorted(labels - set(spec.classes)) if spec.classes else []
+    classes = spec.classes or (tuple(_class_names(spec, path).values()) if spec.classes_file else ())
+    unknown = sorted(labels - set(classes)) if classes else []
     if unknown:
+        where = f" (extra training folder {extra_train_folder})" if extra_train_folder else ""
         raise ValueError(
-            f"{path}: labels {unknown[:5]} are not among {spec.name}'s classes ({len(spec.classes)} in the registry); "
-            "check the folder names, or use DATA_FOLDER for a dataset of your own"
+            f"{path}{where}: labels {unknown[:5]} are not among {spec.name}'s classes ({len(classes)}, "
+            f"{'from ' + spec.classes_file if not spec.classes else 'in the registry'}); check the folder names, "
+            "or use DATA_FOLDER for a dataset of your own"
         )
     if spec.screen_images:
         from .images import drop_bad_images
 
-        good = {str(p) for p in drop_bad_images([Path(p) for p in table["path"]], path / "bad_images.csv")}
+        # the record lets a second reading of the same files (notebook 10 trains two models) skip the decoding
+        good = {str(p) for p in drop_bad_images([Path(p) for p in table["path"]], path / "bad_images.csv",
+                                                record=path / "screened_images.json")}
         table = table[table["path"].isin(good)].reset_index(drop=True)
     return table
 
@@ -212,12 +275,13 @@ def _open_gray(path: Path | str) -> PILImageBW:
     return PILImageBW.create(load_image(path, "L"))
 
 
-def _image_block(spec: DatasetSpec) -> TransformBlock:
+def _image_block(spec: DatasetSpec, opener=None) -> TransformBlock:
     """How image files become model inputs: fastai's ImageBlock, but opened by `images.load_image`, which
     turns EXIF-rotated photos upright and reads CMYK, 16-bit and palette files right, and refuses
     decompression bombs with an error naming the file. (Annotated functions, not a partial: fastai reads
     the accepted input types from the annotation, so `dls.test_dl([path])` takes paths.)"""
-    return TransformBlock(type_tfms=_open_gray if spec.image_mode == "L" else _open_rgb, batch_tfms=IntToFloatTensor)
+    opener = opener or (_open_gray if spec.image_mode == "L" else _open_rgb)  # opener: presize.OpenPresized
+    return TransformBlock(type_tfms=opener, batch_tfms=IntToFloatTensor)
 
 
 def dataloaders(
@@ -231,27 +295,43 @@ def dataloaders(
     device: torch.device | str | None = None,
     extra_train_folder: Path | str | None = None,
     table: pd.DataFrame | None = None,
+    presize: bool | Path | str = True,
 ) -> DataLoaders:
     """Training and validation DataLoaders for the dataset at `path`, laid out as `spec` says.
 
     On a CPU the loading runs in the main process (`num_workers=0`): worker processes would only compete
     with training for the same cores. With a GPU, workers decode JPEGs while the GPU trains.
     `table` is an `items_table` already read (and perhaps trimmed by `holdout_test`).
+    `presize` keeps every image larger than `image_size`, squished to it, in a cache written once
+    (presize.py): True puts it beside the dataset folder, a path puts it there, False reads the originals
+    every epoch. The table keeps the originals' paths (what a learner sees, cleans and predicts).
     """
     if table is None:
         table = items_table(spec, path, seed, extra_train_folder)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
-    item_tfms, batch_tfms = augment_transforms(augment, image_size)
     vocab = sorted({l for ls in table["label"] for l in (ls if isinstance(ls, list) else [ls])})
+    opener = None
+    if presize:
+        from .presize import OpenPresized, default_cache_dir, presize_images
+
+        cache = default_cache_dir(path) if presize is True else Path(presize)
+        opener = OpenPresized(presize_images(table["path"], image_size, cache, spec.image_mode), spec.image_mode)
+    block = image_datablock(spec, vocab, image_size, augment, opener=opener)
+    return block.dataloaders(table, bs=batch_size, num_workers=num_workers, device=device, seed=seed)
+
+
+def image_datablock(spec: DatasetSpec, vocab: list[str], image_size: int, augment: str = "light", opener=None) -> DataBlock:
+    """fastai's `DataBlock` for an `items_table`: images from its ``path`` column, labels from ``label``
+    (one, or a list for a multi-label set), the split from ``is_valid``, the augmentation preset's transforms."""
+    item_tfms, batch_tfms = augment_transforms(augment, image_size)
     target = MultiCategoryBlock(vocab=vocab) if spec.multi_label else CategoryBlock(vocab=vocab)
-    block = DataBlock(
-        blocks=(_image_block(spec), target),
+    return DataBlock(
+        blocks=(_image_block(spec, opener), target),
         get_x=ColReader("path"),
         get_y=ColReader("label"),
         splitter=ColSplitter("is_valid"),
         item_tfms=item_tfms,
         batch_tfms=batch_tfms,
     )
-    return block.dataloaders(table, bs=batch_size, num_workers=num_workers, device=device, seed=seed)

@@ -12,6 +12,7 @@ import hashlib
 import re
 import shutil
 import tarfile
+import tempfile
 import time
 import zipfile
 import zlib
@@ -19,6 +20,8 @@ from pathlib import Path, PureWindowsPath
 
 import requests
 from tqdm.auto import tqdm
+
+from .errors import VisionStudiesError
 
 
 __all__ = [
@@ -29,27 +32,30 @@ __all__ = [
     "download_file",
     "extract_archive",
     "file_digest",
+    "first_mib_md5",
+    "verify_file",
 ]
 
 CHUNK = 1 << 20  # for hashing files
+FIRST_MIB = 2**20  # fastdownload.core.path_stats hashes `f.read(2**20)`: fastai's checksums cover this much
 NET_CHUNK = 1 << 16  # small, so a dropped connection loses at most this much of what was sent
 # Statuses that say "not now" rather than "never": overloaded or restarting servers and rate limits.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class DownloadError(RuntimeError):
+class DownloadError(VisionStudiesError, RuntimeError):
     """The server could not give us the file, even after retries."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(VisionStudiesError, ValueError):
     """The bytes we got are not the bytes the registry promises."""
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(VisionStudiesError, ValueError):
     """An archive member would be written outside the folder it is extracted to."""
 
 
-class CorruptArchiveError(ValueError):
+class CorruptArchiveError(VisionStudiesError, ValueError):
     """The archive cannot be read to its end: a damaged or incomplete file."""
 
 
@@ -62,17 +68,35 @@ def file_digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
-def _verify(path: Path, size: int | None, md5: str | None, sha256: str | None, url: str, hint: str) -> None:
+def first_mib_md5(path: Path | str) -> str:
+    """md5 of the file's first MiB: what fastai publishes for its datasets (fastdownload's `path_stats`)."""
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read(FIRST_MIB)).hexdigest()
+
+
+def verify_file(
+    path: Path | str, size: int | None = None, md5: str | None = None, sha256: str | None = None,
+    scheme: str = "", url: str = "", hint: str = "",
+) -> None:
+    """Check `path` against the checksums in the `scheme` the source published them in; raise ChecksumError.
+
+    ``"fastai_first_mib"``: `md5` is of the first MiB only and `size` is required, as fastai's
+    download_checks.py holds them; any other scheme (``"md5"``, ``"sha256"``, ``""``): whole-file digests.
+    """
+    path = Path(path)
+    where = url or str(path)
     actual_size = path.stat().st_size
+    if scheme == "fastai_first_mib" and (size is None or md5 is None):
+        raise ValueError(f"{where}: the fastai_first_mib scheme needs both size and md5 (fastai publishes both)")
     if size is not None and actual_size != size:
-        raise ChecksumError(f"{url}: expected {size} bytes, got {actual_size} (in {path}); {hint}")
-    for algorithm, expected in (("md5", md5), ("sha256", sha256)):
+        raise ChecksumError(f"{where}: expected {size} bytes, got {actual_size} (in {path}); {hint}")
+    checks = (("md5 of the first MiB", md5, first_mib_md5),) if scheme == "fastai_first_mib" else (
+        ("md5", md5, lambda p: file_digest(p, "md5")), ("sha256", sha256, lambda p: file_digest(p, "sha256")))
+    for what, expected, digest in checks:
         if expected is not None:
-            actual = file_digest(path, algorithm)
+            actual = digest(path)
             if actual != expected.lower():
-                raise ChecksumError(
-                    f"{url}: {algorithm} mismatch for {path.name}: expected {expected}, got {actual}; {hint}"
-                )
+                raise ChecksumError(f"{where}: {what} mismatch for {path.name}: expected {expected}, got {actual}; {hint}")
 
 
 def _range_start(response: requests.Response) -> int | None:
@@ -81,7 +105,8 @@ def _range_start(response: requests.Response) -> int | None:
 
 
 def _fetch_into(
-    part: Path, url: str, timeout: tuple[float, float], progress: bool, auth: tuple[str, str] | None = None
+    part: Path, url: str, timeout: tuple[float, float], progress: bool,
+    auth: tuple[str, str] | requests.auth.AuthBase | None = None,
 ) -> bool:
     """Append the rest of `url` to `part`, asking only for the bytes we do not have yet.
 
@@ -126,7 +151,7 @@ def _fetch_into(
 
 def _fetch_with_retries(
     part: Path, url: str, retries: int, backoff: float, timeout: tuple[float, float], progress: bool,
-    auth: tuple[str, str] | None,
+    auth: tuple[str, str] | requests.auth.AuthBase | None,
 ) -> bool:
     """`_fetch_into` until the file is whole, retrying what a network or a busy server gets wrong.
 
@@ -164,7 +189,8 @@ def download_file(
     backoff: float = 1.0,
     timeout: tuple[float, float] = (10.0, 60.0),
     progress: bool = True,
-    auth: tuple[str, str] | None = None,
+    auth: tuple[str, str] | requests.auth.AuthBase | None = None,
+    scheme: str = "",
 ) -> Path:
     """Download `url` to `dest` and return `dest`; a `dest` that is already there and verifies is kept.
 
@@ -172,19 +198,20 @@ def download_file(
     are retried `retries` times with exponential backoff, resuming the partial file. A checksum mismatch
     is not retried when the file came whole in one response (the source is wrong, not the network); a
     file stitched from several responses is downloaded once more from the start first, as the source may
-    have changed between them. Bad bytes are always removed.
+    have changed between them. Bad bytes are always removed. `scheme` says how the published `md5`/`sha256`
+    were computed (see `verify_file`): fastai's cover the first MiB only.
     """
     dest = Path(dest)
     if dest.exists():
-        _verify(dest, size, md5, sha256, url, hint=f"delete {dest} to download it again")
+        verify_file(dest, size, md5, sha256, scheme, url, hint=f"delete {dest} to download it again")
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     for last_try in (False, True):
         stitched = _fetch_with_retries(part, url, retries, backoff, timeout, progress, auth)
         try:
-            _verify(part, size, md5, sha256, url, hint="the download is deleted; if this repeats, the source "
-                    "has changed: check the URL and checksum in the registry")
+            verify_file(part, size, md5, sha256, scheme, url, hint="the download is deleted; if this repeats, the "
+                        "source has changed: check the URL and checksum in the registry (or the sources override)")
         except ChecksumError:
             part.unlink(missing_ok=True)
             if last_try or not stitched:
@@ -218,12 +245,19 @@ def _tar_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     return tarfile.data_filter(member, dest)
 
 
+def _is_macos_metadata(name: str) -> bool:
+    """Archives made on a Mac carry ``__MACOSX/`` folders of AppleDouble ``._<name>`` files (resource forks,
+    Finder data): not the dataset's files, and ``._Ci-N1.jpg`` would pass for an image by its name."""
+    parts = re.split(r"[/\\]", name)
+    return "__MACOSX" in parts or parts[-1].startswith("._")
+
+
 def _unpack(archive: Path, staging: Path) -> None:
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
             for info in z.infolist():
                 _check_zip_member(info, staging)
-            z.extractall(staging)
+            z.extractall(staging, members=[i for i in z.infolist() if not _is_macos_metadata(i.filename)])
     else:
         try:
             t = tarfile.open(archive)
@@ -233,20 +267,21 @@ def _unpack(archive: Path, staging: Path) -> None:
                 "delete it and download it again"
             ) from e
         with t:
-            t.extractall(staging, filter=_tar_filter)
+            t.extractall(staging, members=(m for m in t if not _is_macos_metadata(m.name)), filter=_tar_filter)
 
 
 def extract_archive(archive: Path | str, dest: Path | str) -> Path:
     """Unpack a .tgz/.tar/.zip into `dest` through a staging folder, refusing members that escape it.
 
     Tar members go through Python's ``data`` filter (no ``..``, no links outside, no device files) and
-    absolute names are refused too; zip members are checked by hand, as zipfile has no such filter. A
-    refused or damaged archive leaves `dest` as it was.
+    absolute names are refused too; zip members are checked by hand, as zipfile has no such filter. macOS
+    metadata (``__MACOSX/``, ``._*``) is not unpacked. A refused or damaged archive leaves `dest` as it was.
     """
     archive, dest = Path(archive), Path(dest)
-    staging = dest.with_name(dest.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    # a staging folder of its own: two runs unpacking different archives into one data folder at once
+    # (notebooks run side by side) must not clear each other's
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{dest.name}.staging-", dir=dest.parent))
     try:
         try:
             _unpack(archive, staging)

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from .registry import DatasetSpec, get_spec
 
-__all__ = ["make_fixture", "FIXTURE_MAKERS"]
+__all__ = ["make_fixture", "FIXTURE_MAKERS", "without_jfif", "write_layout"]
 
 
 def _write_mnist(spec: DatasetSpec, folder: Path) -> None:
@@ -80,12 +80,39 @@ def _colour_classes(folder: Path, classes, per_class: int, size, hues: int, name
 
 
 def _write_pets(spec: DatasetSpec, folder: Path, per_class: int = 8) -> None:
-    """Oxford-IIIT Pets' layout: ``images/<Breed>_<n>.jpg``, the label only in the file name.
+    """Oxford-IIIT Pets' layout: ``images/<Breed>_<n>.jpg``, the label only in the file name, and the split in
+    ``annotations/trainval.txt`` and ``annotations/test.txt``.
 
     Breeds differ by the colour of a blob ("the pet") and the tone of the background, saved as 96x72 JPEGs
-    like shrunken photos. The real archive also carries annotations/; the classification studies do not read it.
+    like shrunken photos. As in the real set: the lists' lines are ``<image> <class id> <species> <breed id>``
+    (class ids alphabetical, species 1 cat / 2 dog), ``list.txt`` has both with ``#`` comments on top, one
+    image is in neither list, and ``images/`` holds three ``.mat`` files that are not images.
     """
     _colour_classes(folder / spec.images_folder, spec.classes, per_class, (96, 72), 13, lambda c, n: f"{c}_{n}.jpg", 0)
+    _write_pets_annotations(spec, folder, per_class)
+
+
+def _write_pets_annotations(spec: DatasetSpec, folder: Path, per_class: int) -> None:
+    by_name = sorted(spec.classes, key=str.lower)
+    cats = [c for c in by_name if c[0].isupper()]
+    dogs = [c for c in by_name if c[0].islower()]
+    trainval, test = [], []
+    for breed in by_name:
+        species, breed_id = (1, cats.index(breed) + 1) if breed in cats else (2, dogs.index(breed) + 1)
+        for n in range(1, per_class + 1):
+            if breed == by_name[0] and n == per_class:
+                continue  # in neither list, as 41 of the real images are
+            line = f"{breed}_{n} {by_name.index(breed) + 1} {species} {breed_id}"
+            (trainval if n <= per_class * 5 // 8 else test).append(line)
+    notes = ["#Image CLASS-ID SPECIES BREED ID", "#ID: 1:37 Class ids", "#SPECIES: 1:Cat 2:Dog",
+             "#BREED ID: 1-25:Cat 1:12:Dog", "#All images with 1st letter as captial are cat images",
+             "#images with small first letter are dog images"]
+    annotations = folder / "annotations"
+    annotations.mkdir(parents=True, exist_ok=True)
+    for name, lines in (("trainval.txt", trainval), ("test.txt", test), ("list.txt", notes + sorted(trainval + test))):
+        (annotations / name).write_text("\n".join(lines) + "\n")
+    for n in (100, 101, 102):  # MATLAB files among the real images: Abyssinian_100.mat ...
+        (folder / spec.images_folder / f"Abyssinian_{n}.mat").write_bytes(b"MATLAB 5.0 MAT-file" + bytes(108))
 
 
 def _write_potholes(spec: DatasetSpec, folder: Path, per_class: int = 40) -> None:
@@ -198,9 +225,20 @@ def _write_cub(spec: DatasetSpec, folder: Path, per_class: int = 4) -> None:
             images.append(f"{image_id} {name}/{name.split('.')[1]}_{n:04d}.jpg")
             labels.append(f"{image_id} {k + 1}")
             split.append(f"{image_id} {int(n < per_class)}")
+    boxes = [f"{i} 10.0 8.0 28.0 30.0" for i in range(1, len(images) + 1)]
     for file, lines in (("classes.txt", [f"{k + 1} {n}" for k, n in enumerate(names)]), ("images.txt", images),
-                        ("image_class_labels.txt", labels), ("train_test_split.txt", split)):
+                        ("image_class_labels.txt", labels), ("train_test_split.txt", split),
+                        ("bounding_boxes.txt", boxes)):
         (folder / file).write_text("\n".join(lines) + "\n")
+
+
+def without_jfif(jpeg: bytes) -> bytes:
+    """The same JPEG with its JFIF (APP0) segment removed and an Exif (APP1) one in its place, as cameras write
+    them: it decodes as before, but TFDS's "JFIF in the first bytes" rule calls it corrupt."""
+    assert jpeg[:4] == b"\xff\xd8\xff\xe0", "expected a JFIF JPEG"
+    app0_end = 4 + int.from_bytes(jpeg[4:6], "big")
+    exif = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00"  # an empty big-endian TIFF directory
+    return b"\xff\xd8\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + jpeg[app0_end:]
 
 
 def _write_cats_vs_dogs(spec: DatasetSpec, folder: Path, per_class: int = 24) -> None:
@@ -208,12 +246,16 @@ def _write_cats_vs_dogs(spec: DatasetSpec, folder: Path, per_class: int = 24) ->
 
     As in the real archive, some files are not images: a zero-byte ``Cat/666.jpg``, a truncated JPEG, a text
     file with a .jpg name; and each folder has a ``Thumbs.db``. The loader must report and leave these out.
+    Three good photos carry an Exif header and no JFIF one (``Cat/2.jpg``, ``Cat/3.jpg``, ``Dog/2.jpg``): they
+    decode, and TFDS's rule counts them as corrupt, as it does many real ones.
     """
     _colour_classes(folder, ("Cat", "Dog"), per_class, (96, 72), 2, lambda c, n: f"{c}/{n}.jpg", 8)
     (folder / "Cat" / "666.jpg").write_bytes(b"")
     whole = (folder / "Dog" / "1.jpg").read_bytes()
     (folder / "Dog" / "11702.jpg").write_bytes(whole[: len(whole) // 2])
     (folder / "Dog" / "9999.jpg").write_text("<html>this was a web page, not a photo</html>")
+    for name in ("Cat/2.jpg", "Cat/3.jpg", "Dog/2.jpg"):
+        (folder / name).write_bytes(without_jfif((folder / name).read_bytes()))
     for label in ("Cat", "Dog"):
         (folder / label / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 not an image")
 
@@ -232,6 +274,20 @@ FIXTURE_MAKERS: dict[str, Callable[[DatasetSpec, Path], None]] = {
     "birds10": _write_cub,
     "cats_vs_dogs": _write_cats_vs_dogs,
 }
+
+
+_CIFAR_SIZES = {"cifar10": dict(train=20, test=5), "cifar100": dict(train=8, test=2)}
+
+
+def write_layout(name: str, folder: Path | str, **sizes: int) -> Path:
+    """Write dataset `name`'s fixture into `folder` with other sizes (``per_class=``, ``n_images=``, or
+    ``train=``/``test=`` for CIFAR): the rehearsal mirror's archives are the same layouts, made larger."""
+    spec, folder = get_spec(name), Path(folder)
+    if name in _CIFAR_SIZES:
+        _write_cifar(spec, folder, **{**_CIFAR_SIZES[name], **sizes}, hues=10)
+    else:
+        FIXTURE_MAKERS[name](spec, folder, **sizes)
+    return folder
 
 
 def make_fixture(name: str, root: Path | str = "data/fixtures") -> Path:

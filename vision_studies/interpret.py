@@ -20,8 +20,10 @@ from matplotlib.figure import Figure
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from sklearn.metrics import classification_report, f1_score, hamming_loss
+from sklearn.metrics import classification_report, hamming_loss
 from torch import nn
+
+from .metrics import best_threshold, decide, threshold_sweep
 
 __all__ = [
     "plot_training_curves",
@@ -32,7 +34,6 @@ __all__ = [
     "gradcam",
     "plot_gradcam",
     "multilabel_report",
-    "threshold_sweep",
     "plot_threshold_curve",
 ]
 
@@ -310,12 +311,12 @@ def _multilabel_inputs(y_true_multi_hot, probs, classes: Sequence[str] | None = 
 def multilabel_report(y_true_multi_hot, probs, classes: Sequence[str], threshold: float = 0.5) -> pd.DataFrame:
     """Precision, recall, F1 and support of each label at `threshold`, then micro, macro, weighted and per-image averages.
 
-    A label is predicted when its probability is above `threshold`, as fastai's `accuracy_multi` decides.
+    A label is predicted as `metrics.decide` rules (above `threshold`, as fastai's `accuracy_multi` decides).
     The table's `attrs` hold the scores of the whole set: `hamming_loss` (the fraction of wrong label
     decisions), `subset_accuracy` (the fraction of images with every label right) and the `threshold`.
     """
     y, p = _multilabel_inputs(y_true_multi_hot, probs, classes)
-    predicted = (p > threshold).astype(int)
+    predicted = decide(p, threshold).astype(int)
     report = classification_report(y, predicted, target_names=[str(c) for c in classes], output_dict=True, zero_division=0)
     table = _report_frame(report)
     table.attrs.update(
@@ -326,31 +327,15 @@ def multilabel_report(y_true_multi_hot, probs, classes: Sequence[str], threshold
     return table
 
 
-def threshold_sweep(y_true_multi_hot, probs, thresholds: Sequence[float] | None = None) -> pd.DataFrame:
-    """Micro and macro F1, Hamming loss and subset accuracy at each decision threshold (default 0.05 to 0.95)."""
-    y, p = _multilabel_inputs(y_true_multi_hot, probs)
-    thresholds = np.round(np.linspace(0.05, 0.95, 19), 2) if thresholds is None else np.asarray(thresholds, dtype=float)
-    rows = []
-    for t in thresholds:
-        predicted = (p > t).astype(int)
-        rows.append({
-            "threshold": float(t),
-            "f1_micro": f1_score(y, predicted, average="micro", zero_division=0),
-            "f1_macro": f1_score(y, predicted, average="macro", zero_division=0),
-            "hamming_loss": hamming_loss(y, predicted),
-            "subset_accuracy": float((predicted == y).all(axis=1).mean()),
-        })
-    return pd.DataFrame(rows)
-
-
 def plot_threshold_curve(y_true_multi_hot, probs, thresholds: Sequence[float] | None = None) -> Figure:
-    """The `threshold_sweep` as curves, with the threshold of best micro F1 marked: where to set the cut-off."""
-    sweep = threshold_sweep(y_true_multi_hot, probs, thresholds)
+    """`metrics.threshold_sweep` as curves, with the threshold of best micro F1 marked: where to set the cut-off."""
+    y, p = _multilabel_inputs(y_true_multi_hot, probs)
+    sweep = threshold_sweep(y, p, thresholds)
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for column, style in (("f1_micro", "-"), ("f1_macro", "-"), ("subset_accuracy", "-"), ("hamming_loss", "--")):
         ax.plot(sweep["threshold"], sweep[column], style, marker=".", label=column.replace("_", " "))
-    best = sweep.loc[sweep["f1_micro"].idxmax()]
-    ax.axvline(best["threshold"], color="grey", linestyle=":", label=f"best micro F1 at {best['threshold']:.2f}")
+    best = best_threshold(y, p, thresholds)  # the threshold the notebook takes, by the same rule
+    ax.axvline(best, color="grey", linestyle=":", label=f"best micro F1 at {best:.2f}")
     ax.set(xlabel="decision threshold", ylabel="score (Hamming loss: lower is better)", ylim=(0, 1.02),
            title="multi-label metrics by decision threshold")
     ax.legend(fontsize=8)

@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 from fastai.data.transforms import image_extensions
 
+from .errors import VisionStudiesError
+
 __all__ = ["LabelError", "LabelWarning", "IMBALANCE_RATIO", "read_label_csv", "check_class_folders"]
 
 # Largest class over smallest class at which we warn. Below 10:1 plain cross-entropy copes and accuracy
@@ -30,7 +32,7 @@ MAX_LISTED = 10  # problems shown in one error; the rest are counted
 TRUE, FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
 
 
-class LabelError(ValueError):
+class LabelError(VisionStudiesError, ValueError):
     """Labels that cannot be trained on as they are; the message names the row, file or folder, and the fix."""
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import platform
 from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from fastai.learner import Learner
 from sklearn.metrics import (
@@ -19,7 +21,21 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-__all__ = ["classification_metrics", "multilabel_metrics", "best_threshold", "headline", "predict_validation", "evaluate", "results_record", "write_results"]
+__all__ = ["decide", "THRESHOLDS", "classification_metrics", "multilabel_metrics", "threshold_sweep", "best_threshold",
+           "headline", "predict_validation", "evaluate", "results_record", "write_results"]
+
+# The thresholds every sweep tries: 0.05 to 0.95 in steps of 0.05.
+THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def decide(probs, threshold: float) -> np.ndarray:
+    """The multi-label decision: a label is predicted when its probability is above `threshold`.
+
+    fastai's own rule (``accuracy_multi`` and ``BCEWithLogitsLossFlat.decodes`` both compare with ``>``),
+    so our metrics, reports, exported models and demo decide exactly as the learner's own metric does.
+    Works on numpy arrays and torch tensors alike; returns a boolean numpy array of the same shape.
+    """
+    return np.asarray(probs) > threshold
 
 
 def classification_metrics(y_true, y_pred, classes: list[str], positive: str | None = None) -> dict[str, Any]:
@@ -64,7 +80,7 @@ def multilabel_metrics(y_true, probs, classes: list[str], threshold: float = 0.5
     `y_true` is multi-hot (images x labels), `probs` the sigmoid outputs.
     """
     y_true = np.asarray(y_true).astype(int)
-    y_pred = (np.asarray(probs) >= threshold).astype(int)
+    y_pred = decide(probs, threshold).astype(int)
     per_label = f1_score(y_true, y_pred, average=None, zero_division=0)
     return {
         "hamming_loss": float(hamming_loss(y_true, y_pred)),
@@ -80,13 +96,28 @@ def multilabel_metrics(y_true, probs, classes: list[str], threshold: float = 0.5
     }
 
 
-def best_threshold(y_true, probs, grid: np.ndarray | None = None) -> float:
-    """The threshold on `grid` (0.05 to 0.95 by default) that maximises micro F1 on these labels."""
+def threshold_sweep(y_true, probs, thresholds: Sequence[float] | None = None) -> pd.DataFrame:
+    """Micro and macro F1, Hamming loss and subset accuracy at each threshold (default `THRESHOLDS`),
+    each decided by `decide`: the one sweep behind `best_threshold` and interpret's threshold curve."""
     y_true = np.asarray(y_true).astype(int)
-    probs = np.asarray(probs)
-    grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else grid
-    scores = [f1_score(y_true, (probs >= t).astype(int), average="micro", zero_division=0) for t in grid]
-    return float(grid[int(np.argmax(scores))])
+    probs = np.asarray(probs, dtype=float)
+    rows = []
+    for t in THRESHOLDS if thresholds is None else thresholds:
+        predicted = decide(probs, t).astype(int)
+        rows.append({
+            "threshold": float(t),
+            "f1_micro": float(f1_score(y_true, predicted, average="micro", zero_division=0)),
+            "f1_macro": float(f1_score(y_true, predicted, average="macro", zero_division=0)),
+            "hamming_loss": float(hamming_loss(y_true, predicted)),
+            "subset_accuracy": float(accuracy_score(y_true, predicted)),
+        })
+    return pd.DataFrame(rows)
+
+
+def best_threshold(y_true, probs, thresholds: Sequence[float] | None = None) -> float:
+    """The threshold of `threshold_sweep` with the best micro F1 (the lowest such, on a tie)."""
+    sweep = threshold_sweep(y_true, probs, thresholds)
+    return float(sweep["threshold"][sweep["f1_micro"].idxmax()])
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, float]:
@@ -127,9 +158,18 @@ def results_record(
     device: str,
     seconds: float,
     metrics: dict[str, Any],
+    dataset: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """One run's record, as DESIGN.md lays it out; `extra` holds study-specific settings (lr, batch size...)."""
+    """One run's record, as DESIGN.md lays it out; `extra` holds study-specific settings (lr, batch size...).
+
+    `dataset`, a registry name, is recorded with the title and licence the registry gives it, so the
+    record says what the model learned from and on what terms, as the export's config and card do.
+    """
+    from .registry import DATASETS
+
+    spec = DATASETS.get(dataset) if dataset else None
+    about = {"dataset": dataset, "dataset_title": spec.title if spec else None, "licence": spec.licence if spec else None}
     return {
         "study": study,
         "arch": arch,
@@ -140,6 +180,7 @@ def results_record(
         "device": device,
         "seconds": round(seconds, 2),
         "metrics": metrics,
+        **(about if dataset else {}),
         **extra,
         "versions": _versions(),
     }

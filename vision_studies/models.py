@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from fastai.data.core import DataLoaders
+from fastai.data.transforms import Normalize
 from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastai.metrics import accuracy, accuracy_multi
@@ -14,11 +15,13 @@ from fastai.optimizer import OptimWrapper, set_item_pg
 from fastai.vision.learner import vision_learner
 from torch import nn
 
-__all__ = ["LeNet5", "NaiveCNN", "ConvPoolCNN", "BatchNormDropoutCNN", "build_learner", "count_parameters",
-           "PretrainedWeightsUnavailable", "SCRATCH_MODELS", "AdamW", "weight_decay_groups"]
+from .errors import VisionStudiesError
+
+__all__ = ["LeNet5", "SmallBNCNN", "NaiveCNN", "ConvPoolCNN", "BatchNormDropoutCNN", "build_learner", "body_pretrained",
+           "count_parameters", "PretrainedWeightsUnavailable", "SCRATCH_MODELS", "AdamW", "weight_decay_groups"]
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(VisionStudiesError, RuntimeError):
     """timm could not fetch the pretrained weights (offline, or the Hub is unreachable)."""
 
 
@@ -75,8 +78,26 @@ class BatchNormDropoutCNN(ConvPoolCNN):
         super().__init__(n_in, n_out, bn=True, dropout=0.25)
 
 
+class SmallBNCNN(nn.Sequential):
+    """Two 3x3 convolutions with batch norm and 2x2 max-pooling, then a dense layer: Zalando's benchmark row
+    "2 Conv + pooling + BN" (0.934 on Fashion-MNIST), for 28x28 grayscale images. 0.83M parameters.
+
+    Small on purpose, so a whole epoch of Fashion-MNIST's 60,000 images fits in about a CPU-minute: most of
+    the compute sits in the second convolution at 14x14, most of the parameters in the dense layer.
+    """
+
+    def __init__(self, n_in: int = 1, n_out: int = 10):
+        def conv(a: int, b: int) -> list[nn.Module]:  # no bias: the batch norm's shift takes its place
+            return [nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU()]
+
+        super().__init__(*conv(n_in, 32), nn.MaxPool2d(2), *conv(32, 64), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Dropout(0.3), nn.LazyLinear(256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.3),
+                         nn.Linear(256, n_out))
+
+
 SCRATCH_MODELS: dict[str, type[nn.Module]] = {
     "lenet5": LeNet5,
+    "small_bn_cnn": SmallBNCNN,
     "naive_cnn": NaiveCNN,
     "conv_pool_cnn": ConvPoolCNN,
     "bn_dropout_cnn": BatchNormDropoutCNN,
@@ -185,8 +206,12 @@ def build_learner(
         model = SCRATCH_MODELS[arch](n_in=n_in, n_out=n_out)
         with torch.no_grad():  # lazy layers learn their input size from one real batch
             model(xb[:2].cpu())
-        return Learner(dls, model, **common)
+        return _record(Learner(dls, model, **common), arch, pretrained=False, n_in=n_in, model_kwargs=None)
     timm_args = dict(model_kwargs or {})
+    if pretrained and weights is None:  # real weights an installed package supplies offline (weights.py), else the Hub
+        from .weights import offline_weights
+
+        weights = offline_weights(arch)
     if weights is not None:
         weights = Path(weights)
         if not weights.is_file():
@@ -194,7 +219,7 @@ def build_learner(
         timm_args["pretrained_cfg_overlay"] = dict(file=str(weights))
         pretrained = True
     try:
-        return vision_learner(dls, arch, pretrained=pretrained, n_in=n_in, **timm_args, **common)
+        learn = vision_learner(dls, arch, pretrained=pretrained, n_in=n_in, **timm_args, **common)
     except OSError as e:  # huggingface_hub's "not found locally and cannot reach the Hub" is an OSError
         if weights is not None or not pretrained:
             raise
@@ -203,6 +228,34 @@ def build_learner(
             f"or set PRETRAINED = False to train from scratch, or set WEIGHTS to a local weights file "
             f"(.safetensors or .pth) for {arch}."
         ) from e
+    return _record(learn, arch, pretrained=pretrained, n_in=n_in, model_kwargs=model_kwargs)
+
+
+def _record(learn: Learner, arch: str, *, pretrained: bool, n_in: int, model_kwargs: dict | None) -> Learner:
+    """Keep on the learner what it was built with, as fastai's `vision_learner` keeps ``arch``, ``pretrained``
+    and ``n_in`` (its ``store_attr``), so later steps read the record instead of guessing from the network.
+
+    ``pretrained`` is True when the body starts from pretrained weights (the Hub's, an offline package's or
+    a weights file): `body_pretrained` reads it. ``normalisation`` is the (mean, std) fastai normalises the
+    batches with (it adds timm's statistics for a pretrained body), or None.
+    """
+    found = [t for t in learn.dls.valid.after_batch.fs if isinstance(t, Normalize)]
+    learn.arch, learn.pretrained, learn.n_in = arch, bool(pretrained), int(n_in)
+    learn.model_kwargs = dict(model_kwargs or {})
+    learn.normalisation = (
+        (tuple(found[0].mean.flatten().tolist()), tuple(found[0].std.flatten().tolist())) if found else None
+    )
+    return learn
+
+
+def body_pretrained(learn: Learner) -> bool:
+    """Whether the learner's body starts from pretrained weights (``pretrained=True``, or a weights file).
+
+    The one rule for fine-tuning: `train.fit` trains the new head alone first and then unfreezes exactly
+    when this is True, and the results record's ``pretrained`` is this value. It reads the record
+    `build_learner` (or fastai's `vision_learner`) made; a plain `Learner` has none and trains from scratch.
+    """
+    return bool(getattr(learn, "pretrained", False))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -2,7 +2,7 @@
 
 onnxruntime predicts on a CPU without PyTorch or fastai, faster and with a smaller install, which is what a
 demo server or an app wants. The graph holds the network only; images are prepared from ``config.json``
-by `hub.preprocess` exactly as for the PyTorch `hub.TorchPredictor`, so both give the same answers.
+by `predict.preprocess` exactly as for the PyTorch `predict.TorchPredictor`, so both give the same answers.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from .hub import Predictor, load_exported, read_config
+from .export import ExportError, ExportNotFound, load_exported, read_config
+from .predict import Predictor
 
 __all__ = ["ONNX_FILE", "export_onnx", "OnnxPredictor"]
 
@@ -50,13 +51,13 @@ def export_onnx(model_dir: Path | str, out: Path | str | None = None, opset: int
 
 
 class OnnxPredictor(Predictor):
-    """`hub.Predictor` with the network run by onnxruntime: the same preprocessing, labels and scores."""
+    """`predict.Predictor` with the network run by onnxruntime: the same preprocessing, labels and scores."""
 
     def __init__(self, model_dir: Path | str, onnx_file: Path | str | None = None, threads: int | None = None):
         model_dir = Path(model_dir)
         onnx_file = Path(onnx_file) if onnx_file is not None else model_dir / ONNX_FILE
         if not onnx_file.is_file():
-            raise FileNotFoundError(f"{onnx_file} does not exist; write it with onnx_export.export_onnx({str(model_dir)!r})")
+            raise ExportNotFound(f"{onnx_file} does not exist; write it with onnx_export.export_onnx({str(model_dir)!r})")
         super().__init__(read_config(model_dir))
         options = ort.SessionOptions()
         if threads is not None:
@@ -65,7 +66,7 @@ class OnnxPredictor(Predictor):
         shape = self.session.get_inputs()[0].shape
         expected = [self.config.n_in, self.config.image_size, self.config.image_size]
         if list(shape[1:]) != expected:
-            raise ValueError(f"{onnx_file} takes images of shape {shape[1:]}, but config.json says {expected}: "
+            raise ExportError(f"{onnx_file} takes images of shape {shape[1:]}, but config.json says {expected}: "
                              "export it again with export_onnx")
 
     def logits(self, batch: np.ndarray) -> np.ndarray:

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DatasetSpec", "DATASETS", "get_spec", "PET_BREEDS", "VOC_CLASSES", "CIFAR10_CLASSES", "CIFAR100_CLASSES"]
+__all__ = ["DatasetSpec", "DATASETS", "get_spec", "CHECKSUM_SCHEMES", "PET_BREEDS", "VOC_CLASSES", "CIFAR10_CLASSES", "CIFAR100_CLASSES",
+           "FASHION_MNIST_CLASSES"]
+
+
+# The ways a source publishes what its bytes should be. fastai's download_checks.py (read by fastdownload)
+# holds (size, md5 of the first MiB): `fastdownload.core.path_stats`, "Size of `fpath` and md5 of its first
+# megabyte", reads `f.read(2**20)`. TFDS's checksum files hold the size and the whole file's sha256;
+# Dataverse lists each file's whole md5.
+CHECKSUM_SCHEMES: tuple[str, ...] = ("fastai_first_mib", "md5", "sha256")
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,10 @@ class DatasetSpec:
     size: int | None = None  # bytes, when the source publishes it
     md5: str | None = None
     sha256: str | None = None
+    # How `md5`/`sha256` were computed, as the source publishes them (one of `CHECKSUM_SCHEMES`):
+    # "fastai_first_mib": `md5` of the first 2**20 bytes and `size`, fastdownload's `path_stats`;
+    # "md5" / "sha256": the whole file's digest. "" when nothing is published (trusted on first use).
+    checksum_scheme: str = ""
     image_mode: str = "RGB"  # "L" for grayscale sets such as MNIST
     train_folder: str = ""
     valid_folder: str = ""
@@ -53,8 +65,17 @@ class DatasetSpec:
     inner_archive: str = ""  # an archive inside the download that holds the data (Dataverse wraps files in a zip)
     credentials: str = ""  # "kaggle" when the source needs an account
     screen_images: bool = False  # the source is known to hold corrupt files: find, report and leave them out
+    # The dataset's own split lists, (training, validation), relative to the folder: one image name (no
+    # extension) first on each line. Images in neither list are not used.
+    split_lists: tuple[str, str] = ()
+    classes_file: str = ""  # a file of "<id> <folder name>" lines that names the classes (CUB's classes.txt)
 
     filename: str = ""  # the archive's file name, when the URL does not end with it
+    # Datasets published as separate idx files (MNIST's format) instead of one archive: (file name without
+    # ".gz", the publisher's md5 of the .gz, sha256 of the decompressed file), fetched from url + name + ".gz"
+    # or found in a local copy and written once as class folders (idx.py)
+    files: tuple[tuple[str, str, str], ...] = ()
+    local_copies: tuple[str, ...] = ()  # folders where a distribution's package installs those files
 
     @property
     def archive_name(self) -> str:
@@ -92,12 +113,22 @@ CIFAR100_CLASSES: tuple[str, ...] = (
     "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf",
     "woman", "worm",
 )
-STANFORD_DOGS_URL = "http://vision.stanford.edu/aditya86/ImageNetDogs/images.tar"
+FASHION_MNIST_CLASSES: tuple[str, ...] = (
+    "T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot",
+)
+# Stanford's own https address (the host serves https; TFDS records the http one for the same file). Size and
+# sha256 as TFDS publishes them: tensorflow/datasets, tensorflow_datasets/url_checksums/stanford_dogs.txt
+# ("images.tar 793579520 a443fc2f...ec58"). It is a plain (uncompressed) tar of Images/<wnid>-<breed>/<wnid>_<n>.jpg.
+STANFORD_DOGS_URL = "https://vision.stanford.edu/aditya86/ImageNetDogs/images.tar"
+STANFORD_DOGS_CHECKSUM = dict(size=793579520, sha256="a443fc2f9a851aa1a7b8e4fa4af94b8459fce2c9f5a2f4dd4669cf9673a4ec58",
+                              checksum_scheme="sha256")
 STANFORD_DOGS_LICENCE = "ImageNet terms: non-commercial research and education (Khosla et al., Stanford)"
 CUB_URL = "https://s3.amazonaws.com/fast-ai-imageclas/CUB_200_2011.tgz"
 CUB_LICENCE = "non-commercial research and education (Wah et al., Caltech-UCSD)"
 
-# Sizes and md5 sums are the ones fastai publishes for its mirrors (fastai/data/download_checks.py).
+# fastai's mirrors: size and md5 exactly as fastai/data/download_checks.py holds them for the same URL, which
+# is the md5 of the file's first MiB (fastdownload.core.path_stats), hence checksum_scheme="fastai_first_mib";
+# tests/test_full_mode.py compares each entry with the installed fastai's file.
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
@@ -107,6 +138,7 @@ DATASETS: dict[str, DatasetSpec] = {
             url="https://s3.amazonaws.com/fast-ai-imageclas/mnist_png.tgz",
             size=15683414,
             md5="03639f83c4e3d19e0a3a53a8a997c487",
+            checksum_scheme="fastai_first_mib",
             archive_root="mnist_png",
             layout="class_folders",
             train_folder="training",
@@ -122,11 +154,14 @@ DATASETS: dict[str, DatasetSpec] = {
             url="https://s3.amazonaws.com/fast-ai-imageclas/oxford-iiit-pet.tgz",
             size=811706944,
             md5="e4db5c768afd933bb91f5f594d7417a4",
+            checksum_scheme="fastai_first_mib",
             archive_root="oxford-iiit-pet",
             layout="filename_regex",
             images_folder="images",
             label_regex=r"^(.+)_\d+\.jpg$",
-            valid_pct=0.2,
+            # the dataset's own split (3,680 trainval / 3,669 test images), as TFDS's oxford_iiit_pet builder reads
+            # it: lines "Abyssinian_100 1 1 1" (image, class id, species, breed id); seed 001's 96.24% is on test
+            split_lists=("annotations/trainval.txt", "annotations/test.txt"),
             classes=PET_BREEDS,
             licence="CC BY-SA 4.0 (Parkhi, Vedaldi, Zisserman, Jawahar)",
             homepage="https://www.robots.ox.ac.uk/~vgg/data/pets/",
@@ -136,7 +171,7 @@ DATASETS: dict[str, DatasetSpec] = {
             title="Pothole and normal street photos (Kaggle)",
             url="https://www.kaggle.com/api/v1/datasets/download/atulyakumar98/pothole-detection-dataset",
             filename="pothole-detection-dataset.zip",
-            credentials="kaggle",
+            credentials="kaggle",  # Kaggle publishes no checksum of its zip (made per version): trusted on first use
             archive_root="potholes",
             archive_has_root=False,
             layout="class_folders",
@@ -149,6 +184,7 @@ DATASETS: dict[str, DatasetSpec] = {
             name="huskies",
             title="Stanford Dogs: Siberian husky and malamute",
             url=STANFORD_DOGS_URL,
+            **STANFORD_DOGS_CHECKSUM,
             archive_root="Images",
             layout="class_folders",
             train_folder="",
@@ -161,10 +197,13 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="clouds",
             title="CCSN ground-based clouds: cirrus, cumulus, stratus",
-            # Dataverse's "download all files" call; it wraps the published CCSN_v2.zip in a zip of its own.
-            url="https://dataverse.harvard.edu/api/access/dataset/:persistentId/?persistentId=doi:10.7910/DVN/CADDPD",
-            filename="CCSN_dataverse.zip",
-            inner_archive="CCSN_v2.zip",
+            # The dataset's one file, CCSN.zip: Harvard Dataverse datafile 3569338, whole-file md5 as Dataverse's
+            # file listing gives it (doi:10.7910/DVN/CADDPD). It unpacks to CCSN_v2/<genus>/<genus>-N<n>.jpg and a
+            # __MACOSX/ folder of AppleDouble "._*" files (macOS metadata, not images), which unpacking skips.
+            url="https://dataverse.harvard.edu/api/access/datafile/3569338",
+            filename="CCSN.zip",
+            md5="0787f50947a3f65630a7463206316fd3",
+            checksum_scheme="md5",
             archive_root="CCSN_v2",
             layout="class_folders",
             train_folder="",
@@ -179,6 +218,7 @@ DATASETS: dict[str, DatasetSpec] = {
             url="https://s3.amazonaws.com/fast-ai-imagelocal/pascal_2007.tgz",
             size=1637796771,
             md5="433b4706eb7c42bd74e7f784e3fdf244",
+            checksum_scheme="fastai_first_mib",
             archive_root="pascal_2007",
             layout="label_csv",
             csv_file="train.csv",
@@ -194,6 +234,7 @@ DATASETS: dict[str, DatasetSpec] = {
             url="https://s3.amazonaws.com/fast-ai-sample/cifar10.tgz",
             size=168168549,
             md5="a5f8c31371b63a406b23368042812d3c",
+            checksum_scheme="fastai_first_mib",
             archive_root="cifar10",
             layout="class_folders",
             train_folder="train",
@@ -208,6 +249,7 @@ DATASETS: dict[str, DatasetSpec] = {
             url="https://s3.amazonaws.com/fast-ai-imageclas/cifar100.tgz",
             size=169168619,
             md5="e5e65dcb54b9d3913f7b8a9ad6607e62",
+            checksum_scheme="fastai_first_mib",
             archive_root="cifar100",
             layout="class_folders",
             train_folder="train",
@@ -222,16 +264,22 @@ DATASETS: dict[str, DatasetSpec] = {
             url=CUB_URL,
             size=1150585339,
             md5="d2acaa99439dff0483c7bbac1bfe2a92",
+            checksum_scheme="fastai_first_mib",
             archive_root="CUB_200_2011",
             layout="official_split",
             label_regex=r"^\d+\.(.+)$",
-            classes=(),  # read from the dataset's classes.txt
+            classes_file="classes.txt",
+            classes=(),  # read from the dataset's classes.txt ("1 001.Black_footed_Albatross"), named as label_regex says
             licence=CUB_LICENCE,
             homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
         ),
         DatasetSpec(
             name="cats_vs_dogs",
             title="Microsoft Cats vs Dogs (Asirra), with its corrupt files",
+            # The URL TFDS's cats_vs_dogs builder downloads. No checksum for this file was found published: TFDS's
+            # tensorflow_datasets/url_checksums/cats_vs_dogs.txt pins only the retired kagglecatsanddogs_3367a.zip
+            # (824894548 bytes, sha256 f9553e42...b22b). So it stays trusted on first use (sources.py records its
+            # sha256); a sources override can pin one.
             url="https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip",
             archive_root="PetImages",
             layout="class_folders",
@@ -241,11 +289,41 @@ DATASETS: dict[str, DatasetSpec] = {
             licence="CDLA-Permissive-2.0 (Microsoft)",
             homepage="https://www.microsoft.com/en-us/download/details.aspx?id=54765",
         ),
+                # Zalando's files and md5s as their README's "Get the Data" table publishes them
+        # (github.com/zalandoresearch/fashion-mnist, README.md). The sha256s are of the decompressed files:
+        # measured on Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1 (re-gzipped, so its .gz md5s
+        # differ) and the same as other projects record for gunzipped downloads that match Zalando's md5s.
+        DatasetSpec(
+            name="fashion_mnist",
+            title="Fashion-MNIST (Zalando article images)",
+            url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            files=(
+                ("train-images-idx3-ubyte", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                 "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+                ("train-labels-idx1-ubyte", "25c81989df183df01b3e8a0aad5dffbe",
+                 "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+                ("t10k-images-idx3-ubyte", "bef4ecab320f06d8554ea6380940ec79",
+                 "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+                ("t10k-labels-idx1-ubyte", "bb300cfdad3c16e7a12a480ee83cd310",
+                 "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+            ),
+            local_copies=("/usr/share/datasets/fashion-mnist",),  # Debian: apt-get install dataset-fashion-mnist
+            archive_root="fashion_mnist",
+            layout="class_folders",
+            train_folder="training",
+            valid_folder="testing",
+            # labels 0-9 in Zalando's order, as folder names ("T-shirt/top" and "Ankle boot" cannot be folders)
+            classes=FASHION_MNIST_CLASSES,
+            image_mode="L",
+            licence="MIT (Zalando SE)",
+            homepage="https://github.com/zalandoresearch/fashion-mnist",
+        ),
         # The backbone comparison's small sets (seed 003 used dogs, birds and butterflies among others).
         DatasetSpec(
             name="dogs6",
             title="Stanford Dogs: six breeds",
             url=STANFORD_DOGS_URL,
+            **STANFORD_DOGS_CHECKSUM,
             archive_root="Images",
             layout="class_folders",
             train_folder="",
@@ -262,9 +340,11 @@ DATASETS: dict[str, DatasetSpec] = {
             url=CUB_URL,
             size=1150585339,
             md5="d2acaa99439dff0483c7bbac1bfe2a92",
+            checksum_scheme="fastai_first_mib",
             archive_root="CUB_200_2011",
             layout="official_split",
             label_regex=r"^\d+\.(.+)$",
+            classes_file="classes.txt",
             class_folders=("001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross",
                            "004.Groove_billed_Ani", "005.Crested_Auklet", "006.Least_Auklet", "007.Parakeet_Auklet",
                            "008.Rhinoceros_Auklet", "009.Brewer_Blackbird", "010.Red_winged_Blackbird"),

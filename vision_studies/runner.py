@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +13,32 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .errors import VisionStudiesError
+
 __all__ = [
     "NotebookRun", "find_notebooks", "run_notebooks", "format_table", "render_html", "threads_per_worker",
-    "available_cores", "previous_seconds",
+    "available_cores", "previous_seconds", "RunnerNotInstalled", "require_runner",
 ]
+
+# What executing notebooks headlessly needs beyond the package: its [runner] extra (Colab needs none of it)
+RUNNER_MODULES = {"papermill": "papermill", "nbconvert": "nbconvert", "ipykernel": "ipykernel"}
+
+
+class RunnerNotInstalled(VisionStudiesError, ImportError):
+    """Running notebooks headlessly needs the [runner] extra, which a plain install (Colab's) leaves out."""
+
+
+def require_runner() -> None:
+    """Fail with what to install, before any worker starts, when papermill, nbconvert or ipykernel is missing."""
+    import importlib.util
+
+    missing = [dist for module, dist in RUNNER_MODULES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise RunnerNotInstalled(
+            f"running notebooks needs {', '.join(missing)}, which a plain install of vision-studies leaves out: "
+            "pip install 'vision-studies[runner]' (from a checkout: pip install -e '.[runner]', or "
+            "pip install -r requirements.txt for everything CI uses)"
+        )
 
 
 @dataclass
@@ -84,6 +107,27 @@ def previous_seconds(out_dir: Path | str, notebooks: list[Path]) -> dict[Path, f
 _KERNEL_START_FAILURES = ("Kernel didn't respond", "Kernel died before replying to kernel_info")
 
 
+def _kernel_manager(kernel_name: str, log):
+    """A kernel manager whose kernel writes its own stdout and stderr to `log`, not to the runner's console.
+
+    The kernel process inherits the runner's terminal, and ipykernel writes there what is meant for a
+    kernel's log: "Kernel is running over TCP without encryption" at every start (ipykernel/kernelapp.py,
+    init_sockets), and "KeyboardInterrupt caught in kernel" (kernelbase.py, eventloops.py) when the SIGINT
+    that jupyter_client sends before every shutdown request (manager.py, shutdown_kernel) lands while the
+    kernel is still handling a message. Neither is about the notebook; cell outputs and errors reach papermill through
+    the kernel's messages, not through these streams, so the runner still shows a failure's own message.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw.setdefault("stdout", log)
+            kw.setdefault("stderr", log)
+            return await super().start_kernel(**kw)
+
+    return LoggedKernelManager(kernel_name=kernel_name)
+
+
 def _execute(notebook: Path, out_dir: Path, parameters: dict[str, Any], cwd: Path, threads: int, timeout: int) -> NotebookRun:
     # Set in this worker process before the kernel starts, so the kernel's torch and BLAS inherit them.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -95,16 +139,21 @@ def _execute(notebook: Path, out_dir: Path, parameters: dict[str, Any], cwd: Pat
     models = out_dir / "models"
     start = time.perf_counter()
     error = ""
+    kernel_log = out_dir / f"{notebook.stem}.kernel.log"
     for _ in range(2):
         try:
-            papermill.execute_notebook(
-                str(notebook), str(output), parameters={"OUTPUT_DIR": str(models), **parameters},
-                cwd=str(cwd), progress_bar=False, execution_timeout=timeout, kernel_name="python3",
-            )
+            with open(kernel_log, "w", encoding="utf-8") as log:
+                papermill.execute_notebook(
+                    str(notebook), str(output), parameters={"OUTPUT_DIR": str(models), **parameters},
+                    cwd=str(cwd), progress_bar=False, execution_timeout=timeout, kernel_name="python3",
+                    km=_kernel_manager("python3", log),
+                )
             error = ""
             break
         except Exception as e:  # papermill's PapermillExecutionError carries the failing cell's traceback
             error = f"{e.__class__.__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+            if not isinstance(e, PapermillExecutionError):  # the kernel itself failed: its own words are there
+                error += f" (the kernel's log: {kernel_log})"
             # Kernels started at the same moment can pick the same free port; the loser never answers.
             # Nothing of the notebook has run then, so it is started once more.
             started = isinstance(e, PapermillExecutionError)  # a cell failed: the kernel had answered
@@ -119,18 +168,20 @@ def _execute(notebook: Path, out_dir: Path, parameters: dict[str, Any], cwd: Pat
 def run_notebooks(
     notebooks: list[Path],
     out_dir: Path | str = "runs",
-    parameters: dict[str, Any] | None = None,
+    parameters: dict[str, Any] | Callable[[Path], dict[str, Any]] | None = None,
     workers: int | None = None,
     cwd: Path | str = ".",
     timeout: int = 1800,
 ) -> list[NotebookRun]:
     """Execute `notebooks` with papermill, `workers` at a time; executed copies and records go to `out_dir`.
 
-    `parameters` overrides each notebook's `parameters` cell (`{"FIXTURE": True}` for CI). Results come
+    `parameters` overrides each notebook's `parameters` cell (`{"FIXTURE": True}` for CI); a function of the
+    notebook's path gives each its own. Results come
     back in the order given, whatever order they finish in. The notebooks that took longest in the previous
     run into `out_dir` start first (new ones before them all), so that no long one is left to run alone at
     the end while the other cores idle.
     """
+    require_runner()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     cores = available_cores()
@@ -141,7 +192,8 @@ def run_notebooks(
     results: dict[Path, NotebookRun] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = {
-            pool.submit(_execute, nb.resolve(), out_dir, parameters or {}, Path(cwd).resolve(), threads, timeout): nb
+            pool.submit(_execute, nb.resolve(), out_dir, (parameters(nb) if callable(parameters) else parameters) or {},
+                        Path(cwd).resolve(), threads, timeout): nb
             for nb in order
         }
         with tqdm(total=len(futures), desc=f"notebooks ({workers} at a time, {threads} thread(s) each)", unit="nb") as bar:
@@ -165,6 +217,7 @@ def format_table(runs: list[NotebookRun]) -> str:
 
 def render_html(runs: list[NotebookRun]) -> list[Path]:
     """Render each executed notebook to HTML beside it, for reading a run without Jupyter."""
+    require_runner()
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter()

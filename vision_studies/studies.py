@@ -1,62 +1,240 @@
-"""The studies as data, their parameters read from their own notebooks, and one study trained from the command line.
+"""Every study's settings as data: one frozen config per study, its full-mode and fixture-mode values, help.
 
-A notebook's `parameters` cell is the one place a study's settings live: the command line reads it (with
-papermill, as papermill reads it to inject parameters) and offers each one as a flag, with the cell's
-values as defaults and its comments as help, so the two cannot drift apart. The cell after it changes
-some of them for fixture mode (``if FIXTURE: ARCH, EPOCHS = "resnet10t", 8``); those literals are read too.
+A study's notebook shows the full-mode values in its `parameters` cell (a test keeps the two equal); the
+command line makes a flag of every field, its help text from the field. Fixture mode is a small table of
+literals per study, applied only to the settings the caller left alone, as nanoGPT's small-run config
+files apply under command-line values:
+
+- a keyword (the command line's flags, or ``resolve_config(..., epochs=2)``) always wins;
+- a notebook's value wins when it differs from the full-mode default. Papermill writes injected values
+  into the notebook as plain assignments, so the notebook cannot tell ``-p EPOCHS 5`` from the cell's own
+  ``EPOCHS = 5``: a value still equal to the full-mode default counts as left alone, and fixture mode may
+  change it. Pass a keyword where that matters.
+
+Nothing here imports torch: ``vision-studies train 05 --help`` stays instant.
 """
 
 from __future__ import annotations
 
-import ast
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Study", "STUDIES", "get_study", "NotebookParameters", "notebook_parameters", "study_notebook",
-           "check_parameters", "TrainedStudy", "train_study", "NOT_TRAINING"]
+from .colab import output_dir
+from .errors import VisionStudiesError
+
+__all__ = ["StudyConfig", "ModelStudyConfig", "Study", "STUDIES", "ConfigError", "get_study", "parameters",
+           "resolve_config", "check_config"]
+
+
+class ConfigError(VisionStudiesError, ValueError):
+    """A study setting that cannot work: the message names the parameter and what to pass instead."""
+
+
+def _param(default: Any = MISSING, help: str = "", *, record: bool = True, factory: Any = MISSING) -> Any:
+    """A parameter: a field with its help text; `record`: whether the results record keeps it."""
+    return field(default=default, default_factory=factory, metadata={"help": help, "record": record})
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """The settings every study has. Fields with help text are the study's parameters (upper-cased in the
+    notebook); `study` and `dataset` say which study and registry entry the settings are for."""
+
+    study: str = ""
+    dataset: str = ""
+    fixture: bool = _param(False, "the tiny fixture set in the real one's layout and the study's fixture settings: "
+                                  "a CPU-sized run (what CI runs)")
+    arch: str = _param("", "the network: a timm model name, or one of lenet5, naive_cnn, conv_pool_cnn, "
+                           "bn_dropout_cnn (from scratch)")
+    pretrained: bool = _param(True, "start from ImageNet weights (timm fetches them from the Hugging Face Hub) "
+                                    "and fine-tune")
+    epochs: int = _param(1, "passes over the training images")
+    image_size: int = _param(224, "pixels a side that images are resized to")
+    batch_size: int = _param(32, "images per optimizer step")
+    lr: float = _param(1e-3, "the peak learning rate of the one-cycle schedule; 0: the learning-rate finder's "
+                             "suggestion")
+    augment: str = _param("light", "the augmentation preset (see vision_studies.augment.PRESETS)")
+    seed: int = _param(42, "the seed of the split and of training: the same seed gives the same model on the "
+                           "same device")
+    data_dir: str = _param("data", "where datasets are downloaded and fixtures written", record=False)
+    output_dir: str = _param("", "where <dir>/<study>/results.json, checkpoints and the export go; empty: "
+                                 "Google Drive's vision-studies/models when Drive is mounted (Colab), else models",
+                             record=False)
+
+    @property
+    def about(self) -> "Study":
+        """The study these settings are for: its dataset, positive class, what the command trains."""
+        return get_study(self.study)
+
+    def values(self) -> dict[str, Any]:
+        """The parameters by their notebook names (``ARCH``), in field order."""
+        return {f.name.upper(): getattr(self, f.name) for f in parameters(type(self))}
+
+    def record_settings(self) -> dict[str, Any]:
+        """The settings a results record keeps (lower-case names); where things go is left out."""
+        out = {f.name: getattr(self, f.name) for f in parameters(type(self)) if f.metadata["record"]}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def __str__(self) -> str:
+        width = max(len(n) for n in self.values())
+        lines = [f"{self.study} on {self.dataset!r}" + (", fixture mode" if self.fixture else "")]
+        lines += [f"  {name:{width}} = {value!r}" for name, value in self.values().items()]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ModelStudyConfig(StudyConfig):
+    """A study that trains one model it then records and exports."""
+
+    weights: str = _param("", "a local weights file for ARCH (.safetensors or .pth), instead of downloading "
+                              "(offline use)")
+    resume: bool = _param(False, "continue from the last epoch's checkpoint; it outlives a kernel restart, and a "
+                                 "recycled Colab runtime only on Google Drive (OUTPUT_DIR)", record=False)
+    push_to_hub: bool = _param(False, "upload the export to HUB_REPO (log in with `hf auth login` first)",
+                               record=False)
+    hub_repo: str = _param("", "the Hugging Face Hub repository for the export, e.g. your-name/vision-studies-NAME",
+                           record=False)
+
+
+@dataclass(frozen=True)
+class PotholesConfig(ModelStudyConfig):
+    data_folder: str = _param("", "your own photos: <folder>/<class>/<image>; empty: the study's dataset")
+    url_list: str = _param("", "a CSV of label,url rows to download into DATA_FOLDER first")
+
+
+@dataclass(frozen=True)
+class HuskiesConfig(ModelStudyConfig):
+    compare: bool = _param(True, "also compare a few settings (learning rate, augmentation), each trained from "
+                                 "the start")
+
+
+@dataclass(frozen=True)
+class CloudsConfig(ModelStudyConfig):
+    apply_cleaning: bool = _param(False, "move the suspects the cleaning report lists into a quarantine folder "
+                                         "(a copy is kept)")
+
+
+@dataclass(frozen=True)
+class MultiLabelConfig(ModelStudyConfig):
+    threshold: float = _param(0.0, "the probability above which a label is predicted; 0: the one that maximises "
+                                   "F1 on the validation set")
+
+
+@dataclass(frozen=True)
+class Cifar10Config(ModelStudyConfig):
+    scratch_epochs: int = _param(20, "epochs of each from-scratch CNN, at 32 px")
+    scratch_lr: float = _param(1e-3, "the from-scratch CNNs' learning rate")
+
+
+@dataclass(frozen=True)
+class CubConfig(ModelStudyConfig):
+    extra_train_folder: str = _param("", "more training photos: <folder>/<species folder name>/<image>")
+
+
+@dataclass(frozen=True)
+class CatsVsDogsConfig(ModelStudyConfig):
+    scratch_arch: str = _param("bn_dropout_cnn", "the CNN trained from scratch beside the fine-tuned model")
+    scratch_epochs: int = _param(15, "the from-scratch CNN's epochs")
+    scratch_size: int = _param(128, "the from-scratch CNN's image size")
+    scratch_lr: float = _param(1e-3, "the from-scratch CNN's learning rate")
+    model_kwargs: dict = _param(factory=dict, help="timm's keyword arguments for ARCH (img_size, patch_size for a "
+                                                   "small ViT)")
+
+
+@dataclass(frozen=True)
+class ComparisonConfig(StudyConfig):
+    datasets: tuple[str, ...] = _param((), "the registry's datasets every backbone trains on")
+    archs: tuple[str, ...] = _param((), "the backbones compared")
+    test_pct: float = _param(0.1, "share of each set's training images held out as the test set")
+
+
+def parameters(cls: type[StudyConfig]) -> list[Field]:
+    """The fields of `cls` that are parameters (they carry help text)."""
+    return [f for f in fields(cls) if "help" in f.metadata]
 
 
 @dataclass(frozen=True)
 class Study:
-    """What the command needs to know about a study beyond its notebook's parameters."""
+    """What a study is: its notebook name, dataset, settings in full mode and what fixture mode changes."""
 
     name: str  # the notebook's file name without .ipynb
-    dataset: str  # the registry name the notebook passes to prepare_dataset
+    dataset: str  # the registry name of its data
+    full: StudyConfig  # the full-mode settings: the notebook's parameters cell shows these literals
+    fixture: Mapping[str, Any]  # what fixture mode changes, by field name
     positive: str | None = None  # a binary study's class of interest: its own precision and recall are reported
     multi_label: bool = False
     notebook_only: tuple[str, ...] = ()  # parameters of notebook parts the command does not run
-    model_kwargs: str = ""  # the variable the cell after `parameters` sets to timm's keyword arguments
     trains: str = ""  # what the command trains, where the notebook trains more than one model
     refused: str = ""  # why the command does not train this study at all
 
 
-STUDIES: dict[str, Study] = {s.name: s for s in (
-    Study("01_potholes", "potholes", positive="potholes"),
-    Study("02_huskies", "huskies", notebook_only=("COMPARE",),
-          trains="the main model; the notebook's comparison of settings (COMPARE) is not run"),
-    Study("03_clouds", "clouds", notebook_only=("APPLY_CLEANING",),
-          trains="the model; the notebook's cleaning report (APPLY_CLEANING) is not made"),
-    Study("04_multilabel", "pascal_2007", multi_label=True),
-    Study("05_mnist", "mnist"),
-    Study("06_cifar10", "cifar10", notebook_only=("SCRATCH_EPOCHS", "SCRATCH_LR"),
-          trains="the fine-tuned model (ARCH) only; the notebook's from-scratch CNNs are not trained"),
-    Study("07_cifar100", "cifar100"),
-    Study("08_pets", "pets"),
-    Study("09_cub200", "cub200"),
-    Study("10_cats_vs_dogs", "cats_vs_dogs", positive="Dog", model_kwargs="VIT_KWARGS",
-          notebook_only=("SCRATCH_ARCH", "SCRATCH_EPOCHS", "SCRATCH_SIZE", "SCRATCH_LR"),
-          trains="the fine-tuned model (ARCH) only; the notebook's from-scratch CNN is not trained"),
-    Study("11_backbone_comparison", "dogs6",
-          refused="it trains several backbones on several datasets and has no one model to train; run its "
-                  "notebook: vision-studies run-notebooks 11"),
-)}
+def _study(name: str, dataset: str, cls: type[StudyConfig], full: dict[str, Any], fixture: dict[str, Any],
+           **about: Any) -> Study:
+    return Study(name, dataset, cls(study=name, dataset=dataset, **full), fixture, **about)
 
-# Parameters of where things go, not of the training: left out of the results record, as the notebooks do.
-NOT_TRAINING = ("DATA_DIR", "OUTPUT_DIR", "PUSH_TO_HUB", "HUB_REPO")
+
+CONVNEXT = "convnext_tiny.fb_in22k_ft_in1k"
+CONVNEXT_V2 = "convnextv2_tiny.fcmae_ft_in22k_in1k"
+# Fixture mode: no pretrained weights can be downloaded in CI, so a small timm CNN learns each fixture from
+# scratch in seconds; sizes and batches are cut to the fixtures' few dozen images.
+STUDIES: dict[str, Study] = {s.name: s for s in (
+    _study("01_potholes", "potholes", PotholesConfig,
+           dict(arch="resnet18.tv_in1k", epochs=4, image_size=224, batch_size=32, lr=2e-3, augment="strong"),
+           dict(arch="resnet10t", pretrained=False, epochs=10, image_size=32, batch_size=8, lr=3e-3, augment="light"),
+           positive="potholes"),
+    _study("02_huskies", "huskies", HuskiesConfig,
+           dict(arch=CONVNEXT, epochs=4, image_size=224, batch_size=32, lr=0.0, augment="strong"),
+           dict(arch="resnet10t", pretrained=False, epochs=10, image_size=48, batch_size=8, augment="light"),
+           notebook_only=("compare",),
+           trains="the main model; the notebook's comparison of settings (COMPARE) is not run"),
+    _study("03_clouds", "clouds", CloudsConfig,
+           dict(arch=CONVNEXT, epochs=5, image_size=224, batch_size=32, lr=2e-3, augment="perspective"),
+           dict(arch="resnet10t", pretrained=False, epochs=10, image_size=48, batch_size=8, lr=3e-3),
+           notebook_only=("apply_cleaning",),
+           trains="the model; the notebook's cleaning report (APPLY_CLEANING) is not made"),
+    _study("04_multilabel", "pascal_2007", MultiLabelConfig,
+           dict(arch=CONVNEXT, epochs=5, image_size=224, batch_size=32, lr=3e-3, augment="strong"),
+           dict(arch="resnet10t", pretrained=False, epochs=12, image_size=48, batch_size=16, lr=1e-2, augment="light"),
+           multi_label=True),
+    _study("05_mnist", "mnist", ModelStudyConfig,
+           dict(arch="lenet5", pretrained=False, epochs=10, image_size=28, batch_size=128, lr=1e-2, augment="digits"),
+           dict(batch_size=32)),  # 1,437 training digits instead of 60,000: smaller batches, enough steps
+    _study("06_cifar10", "cifar10", Cifar10Config,
+           dict(arch=CONVNEXT_V2, epochs=3, image_size=224, batch_size=64, lr=1e-3, augment="light",
+                scratch_epochs=20, scratch_lr=1e-3),
+           dict(arch="resnet10t", pretrained=False, epochs=8, image_size=32, batch_size=32, lr=1e-2,
+                scratch_epochs=6, scratch_lr=3e-3),
+           notebook_only=("scratch_epochs", "scratch_lr"),
+           trains="the fine-tuned model (ARCH) only; the notebook's from-scratch CNNs are not trained"),
+    _study("07_cifar100", "cifar100", ModelStudyConfig,
+           dict(arch=CONVNEXT_V2, epochs=4, image_size=224, batch_size=64, lr=1e-3, augment="light"),
+           dict(arch="resnet10t", pretrained=False, epochs=8, image_size=32, batch_size=32, lr=1e-2)),
+    _study("08_pets", "pets", ModelStudyConfig,
+           dict(arch=CONVNEXT_V2, epochs=5, image_size=224, batch_size=64, lr=2e-3, augment="strong"),
+           dict(arch="resnet10t", pretrained=False, epochs=8, image_size=64, batch_size=32, lr=1e-2, augment="light")),
+    _study("09_cub200", "cub200", CubConfig,
+           dict(arch=CONVNEXT_V2, epochs=6, image_size=224, batch_size=32, lr=1e-3, augment="strong"),
+           dict(arch="resnet10t", pretrained=False, epochs=8, image_size=48, batch_size=32, lr=1e-2, augment="light")),
+    _study("10_cats_vs_dogs", "cats_vs_dogs", CatsVsDogsConfig,
+           dict(arch="vit_base_patch16_224.augreg2_in21k_ft_in1k", epochs=2, image_size=224, batch_size=64, lr=5e-4,
+                augment="strong"),
+           # a ViT small enough for a CPU: 32 px images cut into 8 px patches
+           dict(arch="vit_tiny_patch16_224", pretrained=False, epochs=8, image_size=32, batch_size=8, lr=1e-3,
+                augment="light", model_kwargs=dict(img_size=32, patch_size=8), scratch_epochs=8, scratch_size=32,
+                scratch_lr=3e-3),
+           positive="Dog", notebook_only=("scratch_arch", "scratch_epochs", "scratch_size", "scratch_lr"),
+           trains="the fine-tuned model (ARCH) only; the notebook's from-scratch CNN is not trained"),
+    _study("11_backbone_comparison", "dogs6", ComparisonConfig,
+           dict(arch=CONVNEXT_V2, epochs=4, image_size=224, batch_size=32, lr=1e-3, augment="strong",
+                datasets=("dogs6", "birds10"),
+                archs=("vgg16.tv_in1k", "vgg19.tv_in1k", "inception_v3.tv_in1k", "legacy_xception.tf_in1k", CONVNEXT_V2)),
+           dict(archs=("conv_pool_cnn", "resnet10t"), arch="resnet10t", pretrained=False, epochs=6, image_size=32,
+                batch_size=8, lr=3e-3, augment="light"),
+           refused="it trains several backbones on several datasets and has no one model to train; run its "
+                   "notebook: vision-studies run-notebooks 11"),
+)}
 
 
 def get_study(name: str) -> Study:
@@ -65,269 +243,99 @@ def get_study(name: str) -> Study:
         number = study.name.split("_")[0]
         if name in (study.name, number, study.dataset) or (name.isdigit() and int(name) == int(number)):
             return study
-    raise KeyError(f"no study {name!r}; the studies are: {', '.join(STUDIES)} (a number such as 05 will do)")
+    raise ConfigError(f"no study {name!r}; the studies are: {', '.join(STUDIES)} (a number such as 05 will do)")
 
 
-def study_notebook(study: Study, notebooks_dir: Path | str = "notebooks") -> Path:
-    path = Path(notebooks_dir) / f"{study.name}.ipynb"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist: the command reads each study's parameters from its notebook; run it from "
-            "the repository root, or pass --notebooks-dir"
-        )
-    return path
+def _typed(f: Field, value: Any) -> Any:
+    """`value` as field `f` holds it (a list as a tuple, an int as a float), or a ConfigError naming it."""
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    name = f.name.upper()
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} should be True or False, not {value!r}")
+    elif kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} should be a whole number, not {value!r}")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} should be a number, not {value!r}")
+        value = float(value)
+    elif kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} should be a string, not {value!r}")
+    elif kind.startswith("tuple"):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} should be a list, not {value!r}")
+        value = tuple(value)
+    elif kind == "dict":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name} should be a dict of keyword arguments, not {value!r}")
+        value = dict(value)
+    return value
 
 
-@dataclass(frozen=True)
-class NotebookParameters:
-    """A notebook's `parameters` cell, and what the cell after it sets, in fixture mode and always."""
+def resolve_config(study: Study | str, notebook: Mapping[str, Any] | None = None, /, **explicit: Any) -> StudyConfig:
+    """The settings a run of `study` uses: full mode, then fixture mode's values where the caller left a
+    setting alone, then what the caller passed.
 
-    notebook: Path
-    defaults: dict[str, Any]  # the parameters cell, in its order
-    help: dict[str, str]  # each parameter's comment in the cell, where it has one
-    fixture: dict[str, Any] = field(default_factory=dict)  # set under `if FIXTURE:`
-    settings: dict[str, Any] = field(default_factory=dict)  # set for every run (``VIT_KWARGS = {}``)
-
-    def resolve(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Every value a run uses: the notebook's, then its fixture values in fixture mode, then `given`."""
-        unknown = sorted(set(given) - set(self.defaults))
-        if unknown:
-            raise KeyError(f"{self.notebook.name} has no parameter {', '.join(unknown)}; "
-                           f"it has {', '.join(self.defaults)}")
-        fixture = given.get("FIXTURE", self.defaults.get("FIXTURE", False))
-        return {**self.defaults, **self.settings, **(self.fixture if fixture else {}), **given}
-
-
-def _literal(node: ast.expr, where: str) -> Any:
-    """A literal's value; ``dict(a=1)`` counts as one, as the notebooks write small keyword sets that way."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
-        return {kw.arg: _literal(kw.value, where) for kw in node.keywords}
-    try:
-        return ast.literal_eval(node)
-    except ValueError:
-        raise ValueError(
-            f"{where}, line {node.lineno}: {ast.unparse(node)!r} is not a literal; the command line reads only "
-            "literals in the parameters cell and in the fixture settings after it"
-        ) from None
+    `notebook` is a notebook's namespace (``globals()``): its upper-case parameters count where they differ
+    from the full-mode default (see the module's docstring for why). `explicit` (field names: ``epochs=2``)
+    always wins.
+    """
+    study = get_study(study) if isinstance(study, str) else study
+    params = {f.name: f for f in parameters(type(study.full))}
+    unknown = sorted(set(explicit) - set(params))
+    if unknown:
+        raise ConfigError(f"{study.name} has no parameter {', '.join(n.upper() for n in unknown)}; it has "
+                          f"{', '.join(n.upper() for n in params)}")
+    given = {name: _typed(params[name], value) for name, value in explicit.items()}
+    for name, f in params.items():
+        if notebook is not None and name.upper() in notebook and name not in given:
+            value = _typed(f, notebook[name.upper()])
+            if value != getattr(study.full, name):
+                given[name] = value
+    fixture = given.get("fixture", study.full.fixture)
+    values = {**(study.fixture if fixture else {}), **given}
+    values["output_dir"] = str(output_dir(values.get("output_dir", study.full.output_dir)))  # "" is the default
+    return replace(study.full, **{name: _typed(params[name], v) for name, v in values.items()})
 
 
-def _assignments(statements: list[ast.stmt], where: str) -> dict[str, Any]:
-    """``NAME = literal`` and ``A, B = 1, 2`` statements as {name: value}."""
-    values: dict[str, Any] = {}
-    for statement in statements:
-        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
-            raise ValueError(f"{where}, line {statement.lineno}: only literals are assigned under `if FIXTURE:`")
-        target, value = statement.targets[0], statement.value
-        if isinstance(target, ast.Name):
-            values[target.id] = _literal(value, where)
-        elif isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) and len(target.elts) == len(value.elts):
-            for name, item in zip(target.elts, value.elts):
-                values[ast.unparse(name)] = _literal(item, where)
-        else:
-            raise ValueError(f"{where}, line {statement.lineno}: cannot read {ast.unparse(statement)!r}")
-    return values
-
-
-def _fixture_cell(source: str, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(values set under ``if FIXTURE:``, literals set for every run) in the cell after `parameters`."""
-    fixture: dict[str, Any] = {}
-    settings: dict[str, Any] = {}
-    for statement in ast.parse(source).body:
-        if isinstance(statement, ast.If) and ast.unparse(statement.test) == "FIXTURE":
-            fixture.update(_assignments(statement.body, where))
-        elif isinstance(statement, ast.Assign) and all(isinstance(t, ast.Name) for t in statement.targets):
-            try:  # `config = dict(fixture=FIXTURE, ...)` is the notebook's own bookkeeping, not a setting
-                value = _literal(statement.value, where)
-            except ValueError:
-                continue
-            settings.update({t.id: value for t in statement.targets})
-    return fixture, settings
-
-
-def notebook_parameters(notebook: Path | str) -> NotebookParameters:
-    """The parameters of `notebook`: papermill's reading of its `parameters` cell, the values parsed as literals."""
-    from papermill.inspection import find_first_tagged_cell_index, inspect_notebook, load_notebook_node
-
-    notebook = Path(notebook)
-    found = inspect_notebook(str(notebook))
-    if not found:
-        raise ValueError(f"{notebook} has no cell tagged `parameters`")
-    where = f"{notebook.name}, parameters cell"
-    defaults = {name: _literal(ast.parse(p["default"], mode="eval").body, where) for name, p in found.items()}
-    comments = {name: p["help"] for name, p in found.items() if p["help"]}
-    nb = load_notebook_node(str(notebook))
-    index = find_first_tagged_cell_index(nb, "parameters")
-    after = next((c for c in nb.cells[index + 1:] if c.cell_type == "code"), None)
-    fixture, settings = {}, {}
-    if after is not None:
-        fixture, settings = _fixture_cell(after.source, f"{notebook.name}, the cell after parameters")
-    return NotebookParameters(notebook, defaults, comments, fixture, settings)
-
-
-def check_parameters(params: dict[str, Any]) -> None:
+def check_config(config: StudyConfig) -> None:
     """Refuse, before anything is downloaded or trained, settings that could only fail later."""
     from .augment import PRESETS
+
+    for name in ("epochs", "batch_size", "image_size"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name.upper()} must be a whole number of at least 1, not {getattr(config, name)!r}")
+    if config.lr < 0:
+        raise ConfigError(f"LR must be positive (or 0 for the learning-rate finder's suggestion), not {config.lr}")
+    if config.augment not in PRESETS:
+        raise ConfigError(f"AUGMENT {config.augment!r} is not a preset; the presets are {', '.join(PRESETS)}")
+    weights = getattr(config, "weights", "")
+    for arch in getattr(config, "archs", ()) or (config.arch,):
+        _check_arch(arch, config.pretrained, weights)
+    for name in ("weights", "extra_train_folder", "url_list", "data_folder"):
+        value = getattr(config, name, "")
+        if name == "data_folder" and getattr(config, "url_list", ""):
+            continue  # DATA_FOLDER is made from URL_LIST when there is one
+        if value and not Path(value).exists():
+            raise ConfigError(f"{name.upper()} {value} does not exist")
+    if getattr(config, "push_to_hub", False) and not config.hub_repo:
+        raise ConfigError("PUSH_TO_HUB needs HUB_REPO, the repository to create or update: 'your-name/model-name'")
+
+
+def _check_arch(arch: str, pretrained: bool, weights: str) -> None:
     from .models import SCRATCH_MODELS
 
-    for name in ("EPOCHS", "BATCH_SIZE", "IMAGE_SIZE"):
-        if name in params and not (isinstance(params[name], int) and params[name] >= 1):
-            raise ValueError(f"{name} must be a whole number of at least 1, not {params[name]!r}")
-    if params.get("LR", 0) < 0:
-        raise ValueError(f"LR must be positive (or 0 for the learning-rate finder's suggestion), not {params['LR']}")
-    if params.get("AUGMENT", "none") not in PRESETS:
-        raise ValueError(f"AUGMENT {params['AUGMENT']!r} is not a preset; the presets are {', '.join(PRESETS)}")
-    arch = params["ARCH"]
     if arch in SCRATCH_MODELS:
-        if params.get("PRETRAINED") or params.get("WEIGHTS"):
-            raise ValueError(f"ARCH {arch} learns from scratch here: set PRETRAINED to False (--no-pretrained) "
-                             "and no WEIGHTS")
-    else:
-        import timm
+        if pretrained or weights:
+            raise ConfigError(f"ARCH {arch} learns from scratch here: set PRETRAINED to False (--no-pretrained) "
+                              "and no WEIGHTS")
+        return
+    import timm
 
-        if not timm.is_model(arch):
-            raise ValueError(
-                f"ARCH {arch!r} is neither a timm model nor one of {', '.join(SCRATCH_MODELS)}; "
-                "python -c \"import timm; print(timm.list_models('*resnet*'))\" lists timm's"
-            )
-    must_exist = ["WEIGHTS", "EXTRA_TRAIN_FOLDER", "URL_LIST"] + ([] if params.get("URL_LIST") else ["DATA_FOLDER"])
-    for name in must_exist:  # DATA_FOLDER is made from URL_LIST when there is one
-        if params.get(name) and not Path(params[name]).exists():
-            raise FileNotFoundError(f"{name} {params[name]} does not exist")
-    if params.get("PUSH_TO_HUB") and not params.get("HUB_REPO"):
-        raise ValueError("PUSH_TO_HUB needs HUB_REPO, the repository to create or update: 'your-name/model-name'")
-
-
-@dataclass
-class TrainedStudy:
-    """A finished run: its results record (in every process) and, in process 0, where it was written."""
-
-    record: dict[str, Any]
-    results: Path | None
-    export: Path | None
-
-
-def _download_url_list(url_list: str, folder: str) -> None:
-    from .sources import download_image_urls, read_url_list
-
-    left_out = download_image_urls(read_url_list(url_list), folder)
-    for reason, urls in left_out.items():
-        print(f"left out ({reason}): {len(urls)}", *urls[:5], sep="\n  ")
-
-
-@contextmanager
-def _epoch_lines(learn) -> Iterator[None]:
-    """No progress bars, which fill a log file with redrawn lines: one plain line per epoch instead."""
-
-    def log(row: list) -> None:
-        names = learn.recorder.metric_names
-        if len(row) != len(names):  # an epoch a resumed run had done before: fastai logs only its number
-            return
-        print("  ".join(f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}" for n, v in zip(names, row)), flush=True)
-
-    logger, learn.logger = learn.logger, log
-    try:
-        with learn.no_bar():
-            yield
-    finally:
-        learn.logger = logger
-
-
-def _scores(study: Study, params: dict[str, Any], probs, targets, classes: list[str]) -> dict[str, Any]:
-    """The notebook's metrics on the whole validation set; a multi-label study's include its threshold."""
-    from .metrics import best_threshold, classification_metrics, multilabel_metrics
-
-    if study.multi_label:
-        threshold = params.get("THRESHOLD") or best_threshold(targets, probs)  # 0: the one that maximises F1
-        return multilabel_metrics(targets, probs, classes, threshold=threshold)
-    positive = study.positive if study.positive in classes else None  # a DATA_FOLDER may name its classes otherwise
-    return classification_metrics(targets, probs.argmax(dim=1), classes, positive=positive)
-
-
-def _write(study: Study, params: dict[str, Any], learn, record: dict[str, Any], model_kwargs) -> tuple[Path, Path]:
-    """The results record and the export, where the notebook writes them; the upload when asked for."""
-    from .hub import export_learner, push_to_hub
-    from .metrics import write_results
-
-    results = write_results(record, params["OUTPUT_DIR"])
-    overrides: dict[str, Any] = {"threshold": record["threshold"]} if study.multi_label else {}
-    if model_kwargs is not None:
-        overrides["model_kwargs"] = model_kwargs
-    export = export_learner(learn, Path(params["OUTPUT_DIR"]) / study.name / "export", record,
-                            repo_id=params.get("HUB_REPO") or None, **overrides)
-    if params.get("PUSH_TO_HUB"):
-        print(push_to_hub(export, params["HUB_REPO"]))
-    return results, export
-
-
-def train_study(study: Study | str, params: dict[str, Any], trained: list[str]) -> TrainedStudy:
-    """The notebook's steps for `study` with `params` (resolved), in this process and any others launched
-    with it: data, model, fit, validation metrics; then process 0 writes the results record and the export.
-
-    `trained` names the parameters that belong in the results record. With several processes, BATCH_SIZE
-    is the batch of one optimizer step, split evenly between them.
-    """
-    # torch and fastai load here, not when the module is imported: `train STUDY --help` reads only the notebook
-    from .data import dataloaders, prepare_dataset
-    from .distributed import (ItemCounter, data_parallel, in_turn, items_per_process, per_process_batch_size,
-                              process_device, process_state)
-    from .metrics import results_record
-    from .models import build_learner
-    from .train import fit, seed_everything
-
-    study = get_study(study) if isinstance(study, str) else study
-    if study.refused:
-        raise ValueError(f"vision-studies train does not train {study.name}: {study.refused}")
-    check_parameters(params)
-    p, state = params, process_state()
-    batch_size = per_process_batch_size(p["BATCH_SIZE"], state.num_processes)
-    if not p["LR"] and state.num_processes > 1:
-        # fastai's finder saves and reloads the model from process 0 alone, and waits there for the others
-        raise ValueError(
-            "LR 0 asks for the learning-rate finder, which runs in one process only: pass --lr, or run the same "
-            "command without the launcher to see the finder's suggestion"
+    if not timm.is_model(arch):
+        raise ConfigError(
+            f"ARCH {arch!r} is neither a timm model nor one of {', '.join(SCRATCH_MODELS)}; "
+            "python -c \"import timm; print(timm.list_models('*resnet*'))\" lists timm's"
         )
-    config = {name.lower(): p[name] for name in trained}
-    state.print(f"{study.name} on {state.num_processes} process(es), {process_device(state)}: {config}")
-
-    seed_everything(p["SEED"])
-    folder = p.get("DATA_FOLDER") or None
-    if p.get("URL_LIST"):  # the folder is made from web images first, as the notebook does: once per node
-        folder = folder or f"{p['DATA_DIR']}/{study.dataset}_from_urls"
-        in_turn(lambda: _download_url_list(p["URL_LIST"], folder), state, everyone=False)
-    spec, path = in_turn(lambda: prepare_dataset(study.dataset, p["FIXTURE"], p["DATA_DIR"], folder), state)
-    dls = dataloaders(spec, path, p["IMAGE_SIZE"], batch_size, augment=p["AUGMENT"], seed=p["SEED"],
-                      extra_train_folder=p.get("EXTRA_TRAIN_FOLDER") or None, device=process_device(state))
-    state.print(f"{len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, {len(dls.vocab)} classes, "
-                f"from {path}")
-    model_kwargs = p.get(study.model_kwargs) if study.model_kwargs else None
-    learn = in_turn(lambda: build_learner(  # process 0 alone fetches pretrained weights; the rest find them cached
-        dls, p["ARCH"], pretrained=p["PRETRAINED"], weights=p["WEIGHTS"] or None,
-        path=Path(p["OUTPUT_DIR"]) / study.name, model_kwargs=model_kwargs), state)
-    lr = p["LR"]
-    if not lr:  # 0: the learning-rate finder's suggestion, as the notebook takes it
-        lr = config["lr"] = float(learn.lr_find(num_it=40 if p["FIXTURE"] else 100, show_plot=False).valley)
-        print(f"learning rate from the finder: {lr:.2e}")
-
-    counter = ItemCounter()
-    learn.add_cb(counter)
-    resume = bool(p.get("RESUME", False))
-    # progress bars for a terminal; a log file (a cluster job's) gets one line per epoch instead
-    with data_parallel(learn, state, resume=resume), (nullcontext() if sys.stdout.isatty() else _epoch_lines(learn)):
-        run = fit(learn, p["EPOCHS"], lr, fine_tune=p["PRETRAINED"], resume=resume)
-        probs, targets = learn.get_preds(ds_idx=1)  # every process's share, gathered, padding dropped
-    learn.remove_cb(counter)
-    if len(targets) != len(dls.valid_ds):
-        raise RuntimeError(f"the processes returned {len(targets)} predictions for {len(dls.valid_ds)} validation "
-                           "images")
-    metrics = _scores(study, p, probs, targets, list(dls.vocab))
-    if study.multi_label:
-        config["threshold"] = metrics["threshold"]
-    record = results_record(
-        study.name, **config, device=run.device, seconds=run.seconds, metrics=metrics, processes=state.num_processes,
-        batch_size_per_process=batch_size, items_per_process=items_per_process(counter, state),
-    )
-    results = export = None
-    if state.is_main_process:
-        results, export = _write(study, p, learn, record, model_kwargs)
-    state.wait_for_everyone()  # no process leaves before the files are whole
-    return TrainedStudy(record, results, export)

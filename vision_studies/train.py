@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import fastai.callback.channelslast  # noqa: F401  (adds Learner.to_channelslast)
+from fastai.callback.channelslast import ChannelsLast
+from fastai.callback.fp16 import AMPMode, MixedPrecision
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle and fine_tune)
 import numpy as np
 import torch
@@ -25,12 +27,15 @@ from fastai.learner import Learner, Recorder
 from fastai.torch_core import get_model, set_seed
 from fastcore.foundation import L
 
-__all__ = ["pick_device", "seed_everything", "fit", "TrainingRun", "CheckpointError", "CHECKPOINT", "BEST"]
+from .errors import VisionStudiesError
+from .models import body_pretrained
+
+__all__ = ["pick_device", "amp_mode", "AutocastPrecision", "seed_everything", "fit", "TrainingRun", "CheckpointError", "CHECKPOINT", "BEST"]
 
 CHECKPOINT, BEST = "checkpoint.pth", "best.pth"  # in learn.path / learn.model_dir
 
 
-class CheckpointError(OSError):
+class CheckpointError(VisionStudiesError, OSError):
     """The model folder cannot hold a checkpoint (full disk, no permission), or holds one we cannot use."""
 
 
@@ -39,9 +44,51 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch so a rerun with the same seed makes the same model on the same device."""
-    set_seed(seed, reproducible=True)
+def amp_mode(capability: tuple[int, int] | None) -> str | None:
+    """The mixed precision for a CUDA GPU of compute `capability` (major, minor): "bf16", "fp16", or None (no GPU).
+
+    bf16 only from compute capability 8.0 (Ampere: A100, L4, RTX 30xx) on, where cuDNN and the tensor cores
+    do bf16 convolutions. Below (Colab's free T4 is 7.5, a V100 7.0) ``torch.cuda.is_bf16_supported()``
+    still says True, because bf16 tensors can be made there (its ``including_emulation=True`` check), yet
+    convolutions crawl or fail; fp16 is what those tensor cores run, with a gradient scaler against underflow.
+    """
+    if capability is None:
+        return None
+    return "bf16" if tuple(capability) >= (8, 0) else "fp16"
+
+
+class AutocastPrecision(MixedPrecision):
+    """fastai's `MixedPrecision` on any device type autocast supports, not CUDA alone.
+
+    The same callback, so the fp16 step with its gradient scaler and our fused AdamW runs (and is tested)
+    on a CPU too: ``torch.autocast("cpu", float16)`` and ``GradScaler("cpu")``. fp16 scales the loss;
+    bf16 has fp32's range and needs no scaler (the scaler is then disabled, as in fastai).
+    """
+
+    def __init__(self, amp_mode: str = "fp16", device_type: str = "cuda", **kwargs):
+        super().__init__(amp_mode, **kwargs)
+        self.device_type = device_type
+
+    def before_fit(self):
+        dtype = torch.float16 if self.amp_mode == AMPMode.FP16 else torch.bfloat16
+        self.kwargs["enabled"] = dtype == torch.float16
+        self.autocast = torch.autocast(self.device_type, dtype=dtype)
+        self.learn.scaler, self.scales = torch.amp.GradScaler(self.device_type, **self.kwargs), L()
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (every device), so a rerun with the same seed draws the same numbers.
+
+    On a CPU that makes the same model. On a GPU, cuDNN may pick convolution algorithms whose backward pass
+    adds in a varying order, so reruns drift apart. `deterministic=True` holds cuDNN to deterministic
+    algorithms and turns its benchmark mode (timing candidates, keeping the fastest) off: reruns repeat,
+    and convolutions run slower. Both are process-wide ``torch.backends.cudnn`` switches, so they change
+    only when asked for (fastai's ``set_seed(reproducible=True)`` flips them without saying so).
+    """
+    set_seed(seed, reproducible=False)
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
 
 
 @dataclass
@@ -249,7 +296,6 @@ def fit(
     epochs: int,
     lr: float = 1e-3,
     *,
-    fine_tune: bool = False,
     freeze_epochs: int = 1,
     patience: int | None = None,
     monitor: str = "valid_loss",
@@ -258,10 +304,13 @@ def fit(
 ) -> TrainingRun:
     """Train `learn` with the one-cycle policy and keep the best epoch's weights.
 
-    `fine_tune` trains the new head alone for `freeze_epochs` first, then the whole network with lower
-    rates for the early layers (fastai's `fine_tune`); otherwise every layer trains from the start.
-    On a GPU the forward and backward passes run in mixed precision (bf16 where the GPU has it, which needs
-    no loss scaling) with channels-last memory layout, the fast path for convolutions on tensor cores.
+    A body that starts from pretrained weights (`models.body_pretrained`: pretrained=True or a weights
+    file) is fine-tuned: the new head trains alone for `freeze_epochs`, then the whole network with lower
+    rates for the early layers (fastai's `fine_tune`); a body that starts from random weights trains every
+    layer from the start. That one rule decides it; there is no argument to get it wrong.
+    On a GPU the forward and backward passes run in mixed precision with channels-last memory layout, the
+    fast path for convolutions on tensor cores: bf16 from compute capability 8.0 on, fp16 with a gradient
+    scaler below it (a T4), as `amp_mode` decides.
     `patience` stops early after that many epochs without improvement of `monitor`.
 
     Each epoch saves ``checkpoint.pth`` (and ``best.pth`` when it is the best) in ``learn.path/learn.model_dir``;
@@ -273,10 +322,12 @@ def fit(
     device = torch.device(learn.dls.device or pick_device())
     precision = None
     if mixed_precision and device.type == "cuda":
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        learn.to_channelslast(amp_mode=precision)
+        precision = amp_mode(torch.cuda.get_device_capability(device))
+        if not any(isinstance(cb, MixedPrecision) for cb in learn.cbs):  # a second fit keeps the first's
+            learn.add_cbs([ChannelsLast(), AutocastPrecision(precision, "cuda")])
     folder = Path(learn.path) / learn.model_dir
     _writable(folder)
+    fine_tune = body_pretrained(learn)
     config = dict(epochs=epochs, lr=lr, fine_tune=fine_tune, freeze_epochs=freeze_epochs, patience=patience,
                   monitor=monitor)
     checkpoint = folder / CHECKPOINT
@@ -330,10 +381,11 @@ def fit(
     checkpoint.unlink(missing_ok=True)
     # the best epoch of the last fit (fine-tune's unfrozen phase) is the one now in the model
     values = [row[monitor] for row in log.rows[log.phase_start :]]
-    best_value = min(values) if "loss" in monitor else max(values)
+    better = TrackerCallback(monitor=monitor).comp  # fastai's rule: np.less when it holds 'loss' or 'error'
+    best = next(i for i, v in enumerate(values) if not any(better(w, v) for w in values))  # first of equals, too
     return TrainingRun(
         history=log.rows,
-        best_epoch=log.phase_start + values.index(best_value),
+        best_epoch=log.phase_start + best,
         monitor=monitor,
         seconds=seconds,
         device=str(device),

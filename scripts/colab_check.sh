@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# CI's Colab-equivalent job: Colab's GPU runtime as published (Python 3.13, its versions of everything this
+# package touches), then this package installed as the notebooks' install cell does it. Fails when that
+# install replaced any of Colab's torch, torchvision, numpy, pillow, pandas, fastai, timm or protobuf, or
+# when `pip check` fails; then runs a few fixture notebooks in it.
+#
+#   bash scripts/colab_check.sh            # COLAB_NOTEBOOKS="05 08" picks the notebooks (default: 04 05 08)
+#
+# Colab's freeze: ../shared/colab/pip-freeze.gpu.txt (CI's copy of shared/), else shared/colab/ in the checkout.
+# A Python 3.13: $COLAB_PYTHON, python3.13 on PATH, or pyenv's; else `uv python install 3.13` (uv from PyPI;
+# the interpreter it fetches comes from GitHub, so that step needs more than PyPI and Debian).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$PWD"
+work="$repo/build/colab"
+notebooks="${COLAB_NOTEBOOKS:-04 05 08}"
+wheels="${COLAB_WHEELS:-$HOME/.cache/vision-studies/colab-wheels}"
+start=$SECONDS
+step() { echo "colab check [$((SECONDS - start)) s]: $*"; }
+# this machine's pip configuration names local index folders that lack most packages; pip says so per package
+quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+freeze=""
+for candidate in "${COLAB_FREEZE:-}" ../shared/colab/pip-freeze.gpu.txt shared/colab/pip-freeze.gpu.txt; do
+    if [ -n "$candidate" ] && [ -f "$candidate" ]; then freeze="$candidate"; break; fi
+done
+[ -n "$freeze" ] || { echo "colab check: no pip-freeze.gpu.txt in ../shared/colab/ or shared/colab/; set COLAB_FREEZE" >&2; exit 2; }
+
+python=""
+for candidate in "${COLAB_PYTHON:-}" "$(command -v python3.13 || true)" "$HOME"/.pyenv/versions/3.13*/bin/python3; do
+    # a pyenv shim is on PATH even where that version is not selected: ask the interpreter itself
+    if [ -n "$candidate" ] && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then
+        python="$candidate"; break
+    fi
+done
+if [ -z "$python" ]; then
+    step "no Python 3.13 here: trying uv (pip install uv; uv python install 3.13)"
+    python3 -m venv "$work/uv" && "$work/uv/bin/pip" install --quiet uv
+    if "$work/uv/bin/uv" python install 3.13; then
+        python="$("$work/uv/bin/uv" python find 3.13)"
+    else
+        echo "colab check: no Python 3.13: install one (pyenv install 3.13, Debian 13's python3.13, or uv where" \
+             "GitHub is reachable) and set COLAB_PYTHON to it" >&2
+        exit 2
+    fi
+fi
+
+mkdir -p "$work"
+python3 scripts/colab_env.py constraints "$freeze" > "$work/constraints.txt"
+# a fresh environment each run: what an earlier run installed must not hide what this one would replace
+rm -rf "$work/venv" "$work/runs"
+"$python" -m venv "$work/venv"
+pip="$work/venv/bin/pip"
+step "$("$work/venv/bin/python" -V) in $work/venv; Colab's versions from $freeze"
+
+# 1. Colab's runtime: its pip, and its versions of the packages our install meets (those of ours it has).
+# Their wheels (torch's CUDA libraries make them 3 GB) are kept in a folder outside the checkout, so a
+# later run on the same machine downloads only what changed: pip's own cache keeps no downloads here.
+"$pip" install --quiet -c "$work/constraints.txt" pip 2> >(quiet >&2)
+runtime=$(python3 scripts/colab_env.py runtime "$freeze" pyproject.toml --extras runner,onnx,demo)
+mkdir -p "$wheels"
+"$pip" download --quiet --dest "$wheels" --find-links "$wheels" -c "$work/constraints.txt" $runtime 2> >(quiet >&2)
+"$pip" install --quiet --no-index --find-links "$wheels" -c "$work/constraints.txt" $runtime 2> >(quiet >&2)
+"$pip" freeze --all > "$work/colab.txt"
+step "Colab's runtime installed: $runtime"
+
+# 2. the install cell, from this checkout instead of GitHub: a plain `pip install "vision-studies @ ..."`,
+# no constraints, so pip may replace whatever it likes, as it may in Colab
+"$pip" install --quiet "vision-studies @ file://$repo" 2> >(quiet >&2)
+"$pip" freeze --all > "$work/installed.txt"
+python3 scripts/colab_env.py replaced "$work/colab.txt" "$work/installed.txt"
+"$pip" check
+step "the install cell replaced none of Colab's guarded packages; pip check passes"
+
+# 3. the extras the README calls safe in Colab, and the runner's, to execute notebooks here
+"$pip" install --quiet "vision-studies[onnx,demo,runner] @ file://$repo" 2> >(quiet >&2)
+"$pip" freeze --all > "$work/extras.txt"
+python3 scripts/colab_env.py replaced "$work/colab.txt" "$work/extras.txt"
+"$pip" check
+step "[onnx,demo,runner] replaced none of Colab's guarded packages; pip check passes"
+
+# 4. fixture notebooks, with the installed package (run from outside the checkout, so it is not imported)
+mkdir -p "$work/runs"
+(cd "$work/runs" && "$work/venv/bin/vision-studies" run-notebooks --notebooks-dir "$repo/notebooks" --out "$work/runs" $notebooks)
+step "done"

@@ -1,0 +1,37 @@
+"""The main job's console: its progress bar, its table and a failure's own message, not the kernel's log."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nbformat
+
+
+def _notebook(path, code: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('FIXTURE = False\nOUTPUT_DIR = "models"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+def test_console_shows_the_table_and_the_failure_not_the_kernels_log(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    _notebook(notebooks / "01_fine.ipynb", "print('fine')")
+    _notebook(notebooks / "02_broken.ipynb", "raise ValueError('the broken notebook says why: 42')")
+    out = tmp_path / "runs"
+    done = subprocess.run(
+        [sys.executable, "-m", "vision_studies", "run-notebooks", "--notebooks-dir", str(notebooks), "--out", str(out),
+         "--workers", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    console = done.stdout + done.stderr
+    assert done.returncode == 1, console  # one notebook failed
+    assert "01_fine" in done.stdout and "02_broken" in done.stdout and "FAILED" in done.stdout  # the table
+    assert "ValueError: the broken notebook says why: 42" in done.stderr  # the failure's own message
+    assert "without encryption" not in console and "KeyboardInterrupt" not in console
+    # the kernel still says what it says, in its own log beside the executed notebook
+    assert "without encryption" in (out / "01_fine.kernel.log").read_text()

@@ -1,0 +1,123 @@
+"""Prediction from an export: images prepared as fastai prepares a validation image, then the network's scores.
+
+`Predictor` holds what every runtime shares (preprocessing, probabilities, the decision rule); a subclass
+runs the network: `TorchPredictor` with PyTorch, `onnx_export.OnnxPredictor` with onnxruntime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.special import expit, softmax
+from torch import nn
+
+from .metrics import decide
+
+if TYPE_CHECKING:  # annotations only: export.py builds predictors, so importing it here would be a cycle
+    from fastai.learner import Learner
+
+    from .export import ExportConfig
+
+__all__ = ["ImageInput", "Predictions", "Predictor", "TorchPredictor", "preprocess"]
+
+ImageInput = str | Path | Image.Image
+
+
+class Predictions(NamedTuple):
+    """`probs`: one row per image, one column per class. `labels`: the top class of each image, or for
+    a multi-label model the list of classes `metrics.decide` keeps at the threshold."""
+
+    probs: np.ndarray
+    labels: list
+
+
+def _open(image: ImageInput) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    with Image.open(image) as im:
+        im.load()
+        return im
+
+
+def preprocess(images: ImageInput | Sequence[ImageInput], config: ExportConfig) -> np.ndarray:
+    """A float32 batch (N, C, H, W), prepared exactly as fastai prepares a validation image.
+
+    PIL converts to the dataset's mode and squishes to `image_size` with bilinear resampling (fastai's
+    ``Resize(size, method='squish')``), the pixels scale to [0, 1], and the pretrained model's
+    normalisation applies when the learner had one.
+    """
+    if isinstance(images, (str, Path, Image.Image)):
+        images = [images]
+    size = config.image_size
+    arrays = []
+    for image in images:
+        im = _open(image).convert(config.image_mode).resize((size, size), Image.Resampling.BILINEAR)
+        arrays.append(np.asarray(im, dtype=np.float32).reshape(size, size, config.n_in))
+    batch = np.stack(arrays).transpose(0, 3, 1, 2) / np.float32(255)
+    if config.mean is not None:
+        mean = np.asarray(config.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(config.std, dtype=np.float32).reshape(1, -1, 1, 1)
+        batch = (batch - mean) / std
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+class Predictor:
+    """An exported model ready to predict: `config` prepares the images, `logits` runs the network."""
+
+    def __init__(self, config: ExportConfig):
+        self.config = config
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw scores (N, classes) for a batch from `preprocess`."""
+        raise NotImplementedError
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return expit(logits) if self.config.multi_label else softmax(logits, axis=1)
+
+    def decode(self, probs: np.ndarray) -> list:
+        classes = self.config.classes
+        if self.config.multi_label:
+            return [[classes[i] for i in np.flatnonzero(row)] for row in decide(probs, self.config.threshold)]
+        return [classes[i] for i in probs.argmax(axis=1)]
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 64) -> Predictions:
+        """Probabilities and labels for one image or many (paths or PIL images), `batch_size` at a time."""
+        if isinstance(images, (str, Path, Image.Image)):
+            images = [images]
+        images = list(images)
+        if not images:
+            raise ValueError("predict() got no images")
+        probs = np.concatenate([
+            self.probabilities(self.logits(preprocess(images[i : i + batch_size], self.config)))
+            for i in range(0, len(images), batch_size)
+        ])
+        return Predictions(probs, self.decode(probs))
+
+    def scores(self, image: ImageInput, top_k: int = 5) -> dict[str, float]:
+        """What a person wants to see for one image: the `top_k` classes with their probabilities, or for
+        a multi-label model every class `metrics.decide` keeps, most likely first."""
+        probs = self.predict(image).probs[0]
+        order = np.argsort(-probs, kind="stable")
+        if self.config.multi_label:
+            kept = decide(probs, self.config.threshold)
+            order = [i for i in order if kept[i]]
+        else:
+            order = order[:top_k]
+        return {self.config.classes[i]: float(probs[i]) for i in order}
+
+
+class TorchPredictor(Predictor):
+    """A `Predictor` that runs the PyTorch network on the CPU."""
+
+    def __init__(self, config: ExportConfig, model: nn.Module, learner: Learner | None = None):
+        super().__init__(config)
+        self.model = model.eval()
+        self.learner = learner  # the fastai Learner, on the trusted pickle path only
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(batch)).float().numpy()
