@@ -25,6 +25,11 @@ process spoils one round, not the figure). The sections, and the goals they are 
 6. threads     what oversubscribing the cores costs, and the thread counts the runner picks.
 7. gpu         on CUDA only: ConvNeXt-tiny training steps (mixed precision, channels-last) against a plain
                loop, and augmentation on the GPU.
+8. datapath    at the real sets' scale (25,000 JPEGs of about 500x375 as in cats vs dogs, 7,390 as in Pets;
+               `--scale 0.1` for a tenth): screening (under 60 s for 25,000), items table and loader build,
+               images per second per epoch at 224 px, first and later epochs apart, side by side: ours,
+               fastai's stock ImageDataLoaders, torchvision ImageFolder + v2, and PIL decoding the originals
+               on every core. Later epochs: at least 1.5x torchvision and 1.0x the decode-alone limit.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ sys.path.insert(0, str(REPO))  # run from anywhere, with or without the package 
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=UserWarning)
 
-SECTIONS = ("training", "data", "prediction", "notebooks", "digits", "threads", "gpu")
+SECTIONS = ("training", "data", "prediction", "notebooks", "digits", "threads", "gpu", "datapath")
 # What a study notebook imports before it trains: the figure for "import vision_studies" that matters.
 STUDY_IMPORTS = ("vision_studies.data", "vision_studies.models", "vision_studies.train", "vision_studies.metrics",
                  "vision_studies.interpret", "vision_studies.export")
@@ -758,6 +763,162 @@ def section_gpu(report: Report, args) -> None:
                f"{statistics.median(t['gpu']):.0f} against {statistics.median(t['cpu']):.0f} img/s, {workers} workers")
 
 
+# ------------------------------------------------------------------------------------------------ 8. datapath
+
+# The real sets' counts and classes: Microsoft's cats vs dogs (25,000 photos in PetImages/Cat and Dog) and
+# Oxford-IIIT Pets (7,390 photos of 37 breeds); both mostly about 500 x 375, portrait and landscape.
+REAL_SETS = {"cats_vs_dogs": (25_000, 2), "pets": (7_390, 37)}
+PHOTO_SIZES = ((500, 375), (375, 500), (500, 333), (400, 300), (500, 400))
+
+
+def make_real_scale_set(folder: Path, n: int, classes: int) -> Path:
+    """`n` JPEGs of about 500 x 375 in `classes` class folders, written once and reused (the count is checked).
+    A few hundred distinct crops of scikit-image's photographs, cycled: decoding costs what real photos cost."""
+    import shutil
+
+    if folder.is_dir() and sum(1 for _ in folder.rglob("*.jpg")) == n:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    distinct = folder.parent / f"{folder.name}-distinct"
+    originals = []
+    for i, size in enumerate(PHOTO_SIZES):
+        originals += sorted(make_jpegs(distinct / f"{size[0]}x{size[1]}", max(4, min(n, 400) // len(PHOTO_SIZES)),
+                                       size).rglob("*.jpg"))
+    for i in range(n):
+        out = folder / f"class_{i % classes:02d}" / f"{i:05d}.jpg"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(originals[i % len(originals)], out)
+    return folder
+
+
+def _decode_files(files: list[str]) -> int:
+    from PIL import Image
+
+    for f in files:
+        with Image.open(f) as im:
+            im.load()
+    return len(files)
+
+
+def decode_alone(files: list[str], pool) -> float:
+    """Images per second that PIL decodes at full size, the files shared among one process per core: the most
+    any loader reading the originals could deliver, before resizing, augmenting or batching them."""
+    chunks = [files[i : i + 64] for i in range(0, len(files), 64)]
+    start = time.perf_counter()
+    n = sum(pool.map(_decode_files, chunks))
+    return n / (time.perf_counter() - start)
+
+
+def _epoch(loaders) -> float:
+    """Images per second over one epoch: a training pass (augmented) and a validation pass (resized)."""
+    start, n = time.perf_counter(), 0
+    for loader in loaders:
+        for xb, _ in loader:
+            n += len(xb)
+    return n / (time.perf_counter() - start)
+
+
+def _torchvision_loaders(folder: Path, size: int, bs: int, workers: int, seed: int = 42):
+    import torch
+    from torchvision import datasets
+    from torchvision.transforms import v2
+
+    train = torchvision_pipeline(folder, size, bs, workers)
+    valid_ds = datasets.ImageFolder(str(folder), v2.Compose([v2.Resize((size, size)), v2.ToImage(),
+                                                             v2.ToDtype(torch.float32, scale=True)]))
+    order = torch.randperm(len(valid_ds), generator=torch.Generator().manual_seed(seed)).tolist()
+    cut = round(len(order) * 0.2)
+    train = torch.utils.data.DataLoader(torch.utils.data.Subset(train.dataset, order[cut:]), batch_size=bs,
+                                        shuffle=True, num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+    valid = torch.utils.data.DataLoader(torch.utils.data.Subset(valid_ds, order[:cut]), batch_size=bs,
+                                        num_workers=workers, persistent_workers=workers > 0)
+    return train, valid
+
+
+def _fastai_stock_loaders(folder: Path, size: int, bs: int, workers: int):
+    """fastai's own ImageDataLoaders as fastbook writes it, with our 'light' preset's augmentation amounts."""
+    from fastai.vision.augment import Resize, aug_transforms
+    from fastai.vision.data import ImageDataLoaders
+
+    from vision_studies.augment import PRESETS
+
+    dls = ImageDataLoaders.from_folder(folder, valid_pct=0.2, seed=42, item_tfms=Resize(size, method="squish"),
+                                       batch_tfms=aug_transforms(**PRESETS["light"]), bs=bs, num_workers=workers,
+                                       device="cpu")
+    return dls.train, dls.valid
+
+
+def section_datapath(report: Report, args) -> None:
+    """The data path at the real sets' scale: screening, table and loader build, images per second per epoch."""
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+
+    from vision_studies.data import dataloaders, items_table, user_folder_spec
+    from vision_studies.images import find_bad_images
+    from vision_studies.runner import available_cores
+
+    scale = args.scale if args.scale is not None else (0.004 if args.quick else 1.0)
+    size, bs = (64, 16) if args.quick else (224, 64)
+    workers = 0 if args.quick else 2  # Colab's two cores: one worker process each
+    judge = scale >= 1.0  # the goals are about the real counts
+    cache = args.work if args.quick else args.data_cache
+    counts = {name: (max(16, round(n * scale)), k) for name, (n, k) in REAL_SETS.items()}
+    # at small scales fewer classes, so that each has images on both sides of the split
+    sets = {name: make_real_scale_set(cache / f"{name}-{n}", n, min(k, n // 8)) for name, (n, k) in counts.items()}
+    spec = user_folder_spec("benchmark")
+    cores = available_cores()
+    for name, folder in sets.items():
+        files = sorted(str(f) for f in folder.rglob("*.jpg"))
+        seconds = _clock(lambda: find_bad_images(files, progress=False))
+        table_s = _clock(lambda: items_table(spec, folder))
+        report.add("datapath", f"{name}: items table", table_s, "s")
+        report.add("datapath", f"{name}: screening {len(files):,} files", seconds, "s",
+                   f"{len(files) / seconds:.0f} files/s on {cores} threads; {_load()}",
+                   goal="< 60" if judge and name == "cats_vs_dogs" else "")
+        if name != "pets":  # writing the cache is timed on one set: its rate holds for the other
+            continue
+        presized = args.work / f"presized-{name}"
+        shutil.rmtree(presized, ignore_errors=True)
+        cold = _clock(lambda: dataloaders(spec, folder, size, bs, num_workers=workers, device="cpu", presize=presized))
+        warm = _clock(lambda: dataloaders(spec, folder, size, bs, num_workers=workers, device="cpu", presize=presized))
+        report.add("datapath", f"{name}: loaders, first build (writes the presized cache)", cold, "s",
+                   f"{len(files) / cold:.0f} files/s presized to {size}px")
+        report.add("datapath", f"{name}: loaders, later builds (cache current)", warm, "s")
+
+    # images per second do not depend on the count past a few hundred batches: a quarter of Pets at most
+    n_epoch = max(16, round(REAL_SETS["pets"][0] * min(scale, 0.25)))
+    folder = make_real_scale_set(cache / f"pets-{n_epoch}", n_epoch, min(REAL_SETS["pets"][1], n_epoch // 8))
+    files = sorted(str(f) for f in folder.rglob("*.jpg"))
+    ours = dataloaders(spec, folder, size, bs, augment="light", num_workers=workers, device="cpu",
+                       presize=args.work / "presized-epochs")
+    pipelines = {
+        "ours": (ours.train, ours.valid),
+        "fastai": _fastai_stock_loaders(folder, size, bs, workers),
+        "torchvision": _torchvision_loaders(folder, size, bs, workers),
+    }
+    with ProcessPoolExecutor(max(1, cores)) as pool:
+        pool.map(_decode_files, [files[:2]] * cores)  # the processes start before the clock does
+        first = {name: _epoch(loaders) for name, loaders in pipelines.items()}
+        first["decode"] = decode_alone(files, pool)
+        runs = {name: partial(_epoch, loaders) for name, loaders in pipelines.items()}
+        runs["decode"] = partial(decode_alone, files, pool)
+        later = side_by_side(runs, 1 if args.quick else max(2, args.repeats // 2))
+    what = (f"{len(files):,} JPEGs of about 500x375 -> {size}px, batches of {bs}, {workers} workers, 'light' augmentation "
+            "in training, resize only in validation; an epoch is both passes")
+    report.note(what + f"; {_load()}")
+    for name in ("ours", "fastai", "torchvision", "decode"):
+        report.add("datapath", f"{name}: first epoch / later epochs, images per second", first[name], "img/s",
+                   f"later epochs {statistics.median(later[name]):.0f} img/s")
+    report.add("datapath", "later epochs: ours / torchvision ImageFolder+v2", median_ratio(later["ours"], later["torchvision"]),
+               "x", goal=">= 1.5" if judge else "")
+    report.add("datapath", "later epochs: ours / decode-alone limit (PIL, full size)",
+               median_ratio(later["ours"], later["decode"]), "x", f"{cores} processes decoding the originals",
+               goal=">= 1.0" if judge else "")
+    report.add("datapath", "later epochs: ours / fastai's stock ImageDataLoaders", median_ratio(later["ours"], later["fastai"]), "x")
+    report.add("datapath", "first epoch: ours / torchvision ImageFolder+v2", first["ours"] / first["torchvision"], "x",
+               "our first epoch reads the cache the loader build wrote (its time is above)")
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -770,6 +931,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], help="leave these sections out")
     parser.add_argument("--compile", action="store_true", help="gpu: also time a torch.compile'd loop")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="datapath: this fraction of the real sets' file counts (default 1; 0.004 with --quick)")
+    parser.add_argument("--data-cache", type=Path, default=Path(tempfile.gettempdir()) / "vision-studies-bench-datapath",
+                        help="datapath: where the generated real-scale JPEG sets are written once and reused")
     parser.add_argument("--work", type=Path, default=None, help="folder for generated images and runs (default: a temporary one)")
     parser.add_argument("--job", choices=["threads"], help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=20, help=argparse.SUPPRESS)

@@ -79,7 +79,22 @@ python3 scripts/colab_env.py replaced "$work/colab.txt" "$work/extras.txt"
 "$pip" check
 step "[onnx,demo,runner] replaced none of Colab's guarded packages; pip check passes"
 
-# 4. fixture notebooks, with the installed package (run from outside the checkout, so it is not imported)
+# 4. fixture notebooks, with the installed package (run from outside the checkout, so it is not imported);
+# the console must hold the runner's bar, table and failures only, none of the kernel's own log lines
 mkdir -p "$work/runs"
-(cd "$work/runs" && "$work/venv/bin/vision-studies" run-notebooks --notebooks-dir "$repo/notebooks" --out "$work/runs" $notebooks)
+(cd "$work/runs" && "$work/venv/bin/vision-studies" run-notebooks --notebooks-dir "$repo/notebooks" \
+    --out "$work/runs" $notebooks) 2>&1 | tee "$work/console.txt" \
+    || { echo "colab check: a notebook failed on Colab's versions (above)" >&2; exit 1; }
+if grep -E "without encryption|KeyboardInterrupt|Debugger warning" "$work/console.txt"; then
+    echo "colab check: the kernel's log reached the runner's console (lines above)" >&2; exit 1
+fi
+step "notebooks $notebooks ran on Colab's versions"
+
+# 5. the tests of what Colab changes: ONNX export on Colab's protobuf, fp16 with the scaler, the install
+# cell and Colab's Secrets and Drive; with Colab's pytest, against the installed package (pytest's own
+# script, so the checkout is not on sys.path)
+"$pip" install --quiet -c "$work/constraints.txt" pytest 2> >(quiet >&2)
+"$work/venv/bin/pytest" -q -p no:cacheprovider tests/test_onnx.py tests/test_precision.py tests/test_colab.py
+# the environment is 5 GB: gone unless asked to keep it (COLAB_KEEP=1), so the next run starts as fresh
+[ "${COLAB_KEEP:-0}" = 1 ] || rm -rf "$work/venv"
 step "done"

@@ -4,12 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian's Chromium and its chromedriver, for the demo's browser test; skipped when both are there.
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+# Debian's Chromium and its chromedriver, for the demo's browser test, and Debian's copy of the real
+# Fashion-MNIST (/usr/share/datasets/fashion-mnist: study 12's full mode runs from it offline); skipped when there.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || [ ! -d /usr/share/datasets/fashion-mnist ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver dataset-fashion-mnist >/dev/null
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

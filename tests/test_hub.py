@@ -53,7 +53,9 @@ def pets_learner(pets, tmp_path_factory):
     seed_everything(0)
     weights = tmp / "resnet10t.safetensors"
     save_file(timm.create_model("resnet10t", pretrained=False).state_dict(), weights)
-    learn = build_learner(dataloaders(spec, path, 32, batch_size=32, augment="none"), "resnet10t", weights=weights, path=tmp)
+    # presize=False: the learner reads the original files, as a predictor given those files does
+    dls = dataloaders(spec, path, 32, batch_size=32, augment="none", presize=False)
+    learn = build_learner(dls, "resnet10t", weights=weights, path=tmp)
     run = fit(learn, 1, 1e-3)
     record = results_record(
         "08_pets", arch="resnet10t", pretrained=True, epochs=1, image_size=32, fixture=True, device=run.device,
@@ -118,7 +120,8 @@ def test_grayscale_lenet_export_predicts_as_the_learner(mnist, tmp_path):
 def test_lazy_scratch_model_is_rebuilt_at_the_exported_size(mnist, tmp_path):
     """NaiveCNN's dense layer learns its input size from a first batch: the rebuild must do the same."""
     spec, path = mnist
-    learn = build_learner(dataloaders(spec, path, 16, batch_size=128, augment="none"), "naive_cnn", pretrained=False, path=tmp_path)
+    dls = dataloaders(spec, path, 16, batch_size=128, augment="none", presize=False)  # the original files, as predict
+    learn = build_learner(dls, "naive_cnn", pretrained=False, path=tmp_path)
     folder = export_learner(learn, tmp_path / "naive", include_pickle=False, arch="naive_cnn", image_size=16,
                             dataset="mnist")
     probs, _ = learn.get_preds(ds_idx=1)

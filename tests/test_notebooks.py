@@ -23,16 +23,17 @@ MIN_ACCURACY = {
     "01_potholes": 0.75,  # binary, chance 0.5 [1.00]
     "02_huskies": 0.75,  # binary, chance 0.5 [1.00]
     "03_clouds": 0.6,  # 3 classes, chance 0.33 [1.00]
-    "05_mnist": 0.90,  # real handwritten digits: the bar of 90% held-out accuracy [0.97]
+    "05_mnist": 0.90,  # real handwritten digits: the bar of 90% held-out accuracy [0.96]
     "06_cifar10": 0.5,  # 10 classes, chance 0.1 [0.98]
     "07_cifar100": 0.2,  # 100 classes, chance 0.01 [0.73]
-    "08_pets": 0.4,  # 37 breeds, chance 0.027 [0.90]
-    "09_cub200": 0.1,  # 200 species, chance 0.005, three training images each [0.44]
+    "08_pets": 0.4,  # 37 breeds, chance 0.027, the official split's 3 test photos a breed [0.77]
+    "09_cub200": 0.1,  # 200 species, chance 0.005, three training images each [0.43]
     "10_cats_vs_dogs": 0.75,  # binary, chance 0.5 [1.00]
     "11_backbone_comparison": 0.3,  # mean over six dog breeds and ten bird species, chance 0.13 [0.50]
+    "12_fashion_mnist": 0.6,  # 10 generated garments, chance 0.1, EfficientNet-Lite0 fine-tuned from real weights [?]
 }
 # Multi-label (04): macro F1 over 20 labels, and fewer wrong label decisions than answering "no" to all.
-MIN_F1_MACRO = {"04_multilabel": 0.3}  # [0.60]
+MIN_F1_MACRO = {"04_multilabel": 0.3}  # [0.63]
 
 
 def test_committed_notebooks_follow_the_contract():

@@ -23,7 +23,9 @@ def exported(pets, tmp_path_factory):
     seed_everything(0)
     weights = tmp / "resnet10t.safetensors"
     save_file(timm.create_model("resnet10t", pretrained=False).state_dict(), weights)
-    learn = build_learner(dataloaders(spec, path, 32, batch_size=32, augment="none"), "resnet10t", weights=weights, path=tmp)
+    # presize=False: the learner reads the original files, as the predictors given those files do
+    dls = dataloaders(spec, path, 32, batch_size=32, augment="none", presize=False)
+    learn = build_learner(dls, "resnet10t", weights=weights, path=tmp)
     fit(learn, 1, 1e-3)
     return learn, export_learner(learn, tmp / "export", include_pickle=False, arch="resnet10t", image_size=32,
                                  dataset="pets")

@@ -45,15 +45,18 @@ def _direct(path: Path, size: int, mode: str = "RGB") -> np.ndarray:
     return np.asarray(SquishResize(size).encodes(load_image(path, mode))).astype(float)
 
 
-@pytest.mark.parametrize("size", [32, 100])  # 200 x 150 at 32: libjpeg's 1/4 scale (draft); at 100: full decode
-def test_cached_images_equal_a_direct_resize_within_jpeg_rounding(tmp_path, size):
+@pytest.mark.parametrize("size", [32, 100])  # 200 x 150 at 32: libjpeg's 1/2 scale (draft); at 100: full decode
+def test_cached_images_equal_a_direct_resize(tmp_path, size):
     files = _folder(tmp_path / "set")
     cached = presize_images(files, size, tmp_path / "cache", progress=False)
     assert set(cached) == {str(f) for f in files}
     for f in files:
         copy = np.asarray(Image.open(cached[str(f)])).astype(float)
         assert copy.shape == (size, size, 3)
-        assert np.abs(copy - _direct(f, size)).mean() < 3.0, f  # grey levels of 255, on average
+        if size == 100:  # decoded in full: the very pixels
+            assert np.array_equal(copy, _direct(f, size)), f
+        else:  # decoded at reduced scale: within a grey level (of 255) on average
+            assert 0 < np.abs(copy - _direct(f, size)).mean() < 1.0, f
 
 
 def test_cache_is_rebuilt_when_a_source_changes_and_only_then(tmp_path):
@@ -64,7 +67,7 @@ def test_cache_is_rebuilt_when_a_source_changes_and_only_then(tmp_path):
     _photo(200, 150, seed=99).save(files[0], quality=95)
     os.utime(files[0], ns=(os.stat(files[0]).st_atime_ns, os.stat(files[0]).st_mtime_ns + 10**9))
     again = presize_images(files, 48, tmp_path / "cache", progress=False)
-    assert np.abs(np.asarray(Image.open(again[str(files[0])])).astype(float) - _direct(files[0], 48)).mean() < 3.0
+    assert np.abs(np.asarray(Image.open(again[str(files[0])])).astype(float) - _direct(files[0], 48)).mean() < 1.0
     assert os.stat(again[str(files[0])]).st_mtime_ns != written[files[0]]
     assert all(os.stat(again[str(f)]).st_mtime_ns == written[f] for f in files[1:])  # the others were left alone
     # a new target size has copies of its own; the old ones stay valid
@@ -124,7 +127,7 @@ def test_loader_reads_the_copies_and_keeps_the_originals_paths(tmp_path):
     assert sorted((tmp_path / "set").rglob("*.jpg")) == sorted(files)  # nothing written into the dataset
     a, b = dls.valid.one_batch()[0], plain.valid.one_batch()[0]
     assert a.shape == b.shape == (2, 3, 32, 32)
-    assert (a - b).abs().mean().item() * 255 < 3.0
+    assert (a - b).abs().mean().item() * 255 < 1.0  # 200 x 150 at 32 px: the reduced-scale decode's half level
     new = tmp_path / "new.jpg"  # a file the cache has never seen: test_dl opens it and the loader resizes it
     _photo(90, 60, seed=7).save(new)
     (xb,) = dls.test_dl([new]).one_batch()
@@ -191,3 +194,12 @@ def test_reduced_scale_screen_gives_the_full_decodes_verdicts(tmp_path):
     screened = [(p.path, p.problem) for p in find_bad_images(paths, progress=False)]
     assert screened == full
     assert 10 < len(full) < len(paths)  # both verdicts occur
+
+
+def test_a_damaged_copy_falls_back_to_the_original(tmp_path):
+    files = _folder(tmp_path / "set", n=2)
+    cached = presize_images(files, 32, tmp_path / "cache", progress=False)
+    opener = OpenPresized(cached)
+    assert opener(files[0]).size == (32, 32)
+    Path(cached[str(files[0])]).write_bytes(b"not a jpeg any more")
+    assert opener(files[0]).size == (200, 150)  # the original, which the loader's resize then squishes

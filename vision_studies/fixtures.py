@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .idx import write_fixture as write_fashion_mnist_fixture
 from .registry import DatasetSpec, get_spec
 
 __all__ = ["make_fixture", "FIXTURE_MAKERS", "without_jfif", "write_layout"]
@@ -273,6 +274,7 @@ FIXTURE_MAKERS: dict[str, Callable[[DatasetSpec, Path], None]] = {
     "cub200": _write_cub,
     "birds10": _write_cub,
     "cats_vs_dogs": _write_cats_vs_dogs,
+    "fashion_mnist": write_fashion_mnist_fixture,  # idx files first, then the real reader's class folders
 }
 
 

@@ -47,9 +47,10 @@ def push_to_hub(
 ) -> PushResult:
     """Create the model repo `repo_id` if needed and upload the export in `folder` in one commit.
 
-    The token is huggingface_hub's own lookup (the ``HF_TOKEN`` environment variable, or the login saved
-    by ``hf auth login``); it is never an argument here, so it cannot end up in a notebook's parameters
-    or its output. `dry_run` lists what would be uploaded and touches neither the network nor the token.
+    The token is huggingface_hub's own lookup (the ``HF_TOKEN`` environment variable, the login saved by
+    ``hf auth login``, or in Colab the ``HF_TOKEN`` secret: its ``get_token`` asks google.colab.userdata
+    itself, huggingface_hub#1895); it is never an argument here, so it cannot end up in a notebook's
+    parameters or its output. `dry_run` lists what would be uploaded and touches neither the network nor the token.
     """
     folder = Path(folder)
     read_config(folder)  # refuse to upload a folder that is not an export
@@ -63,7 +64,8 @@ def push_to_hub(
     if get_token() is None:
         raise MissingToken(
             "no Hugging Face token found: log in once with `hf auth login`, or set the HF_TOKEN environment "
-            "variable (never put the token in a notebook or its parameters)"
+            "variable; in Colab, add HF_TOKEN to its Secrets (the key icon) and give this notebook access "
+            "(never put the token in a notebook or its parameters)"
         )
     api = HfApi(endpoint=endpoint)
     repo = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)

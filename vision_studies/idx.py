@@ -22,7 +22,7 @@ from .errors import VisionStudiesError
 from .registry import DatasetSpec
 
 __all__ = ["read_idx", "IdxFormatError", "find_local_copy", "has_idx_files", "fetch_idx_dataset",
-           "write_image_folders"]
+           "write_image_folders", "write_idx", "write_fixture"]
 
 # idx magic: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions
 _UBYTE = 0x08
@@ -136,3 +136,68 @@ def fetch_idx_dataset(spec: DatasetSpec, root: Path | str = "data", local_copy: 
     staging.replace(folder)
     done.touch()
     return folder
+
+
+# ------------------------------------------------------------------------------------------------ fixture
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """`array` (uint8) as a gzipped idx file: the inverse of `read_idx`."""
+    header = bytes([0, 0, _UBYTE, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.GzipFile(path, "wb", mtime=0) as f:  # mtime 0: the same bytes on every run
+        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def _garment(draw, k: int, dx: int, dy: int, ink: int) -> None:
+    """A rough silhouette of Fashion-MNIST class `k` on a 28x28 canvas, shifted by (dx, dy)."""
+    def box(x0, y0, x1, y1):
+        draw.rectangle((x0 + dx, y0 + dy, x1 + dx, y1 + dy), fill=ink)
+
+    def poly(*points):
+        draw.polygon([(x + dx, y + dy) for x, y in points], fill=ink)
+
+    if k == 0:  # T-shirt/top: a body with short sleeves
+        box(9, 6, 18, 23); box(4, 6, 23, 10)
+    elif k == 1:  # trouser: two legs
+        box(8, 3, 12, 25); box(15, 3, 19, 25); box(8, 3, 19, 7)
+    elif k == 2:  # pullover: a body with long sleeves hanging down
+        box(9, 5, 18, 23); box(4, 5, 8, 22); box(19, 5, 23, 22)
+    elif k == 3:  # dress: narrow top, wide hem
+        poly((11, 3), (16, 3), (22, 25), (5, 25))
+    elif k == 4:  # coat: long sleeves, open front
+        box(8, 4, 19, 25); box(3, 4, 7, 24); box(20, 4, 24, 24); draw.line((13 + dx, 4 + dy, 13 + dx, 25 + dy), fill=0)
+    elif k == 5:  # sandal: thin straps
+        for y in (12, 16, 20):
+            box(3, y, 24, y + 1)
+    elif k == 6:  # shirt: a body, short sleeves and a dark collar notch
+        box(9, 5, 18, 24); box(5, 5, 22, 12); poly((11, 5), (16, 5), (13, 10))
+    elif k == 7:  # sneaker: low and long
+        poly((3, 16), (14, 13), (24, 18), (24, 21), (3, 21))
+    elif k == 8:  # bag: a box with a handle
+        box(5, 11, 22, 24); draw.arc((9 + dx, 4 + dy, 18 + dx, 15 + dy), 180, 360, fill=ink, width=2)
+    else:  # ankle boot: a shaft and a foot
+        box(12, 5, 19, 22); box(5, 17, 19, 23)
+
+
+def write_fixture(spec: DatasetSpec, folder: Path, per_class: tuple[int, int] = (30, 10), seed: int = 0) -> None:
+    """A tiny Fashion-MNIST made the way the real one is read: four gzipped idx files (generated garment
+    silhouettes, jittered in place and tone, a fixed seed), turned into class folders by the same
+    `write_image_folders`. The idx files stay in ``<folder>/idx/``, a local copy the tests can point at."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    idx_folder = folder / "idx"
+    idx_folder.mkdir(parents=True, exist_ok=True)
+    names = [name for name, _, _ in spec.files]
+    for (images_name, labels_name), n in zip((names[0:2], names[2:4]), per_class):
+        labels = np.repeat(np.arange(len(spec.classes), dtype=np.uint8), n)
+        rng.shuffle(labels)
+        images = np.zeros((len(labels), 28, 28), dtype=np.uint8)
+        for i, k in enumerate(labels):
+            canvas = Image.new("L", (28, 28))
+            _garment(ImageDraw.Draw(canvas), int(k), *rng.integers(-2, 3, size=2), int(rng.integers(120, 256)))
+            noise = rng.normal(0, 12, size=(28, 28))
+            images[i] = np.clip(np.asarray(canvas, dtype=float) + noise, 0, 255).astype(np.uint8)
+        write_idx(idx_folder / f"{images_name}.gz", images)
+        write_idx(idx_folder / f"{labels_name}.gz", labels)
+    write_image_folders(spec, {n: idx_folder / f"{n}.gz" for n in names}, folder)

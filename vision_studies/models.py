@@ -228,7 +228,25 @@ def build_learner(
             f"or set PRETRAINED = False to train from scratch, or set WEIGHTS to a local weights file "
             f"(.safetensors or .pth) for {arch}."
         ) from e
+    if pretrained and n_in == 1:
+        _normalise_grey(learn)
     return _record(learn, arch, pretrained=pretrained, n_in=n_in, model_kwargs=model_kwargs)
+
+
+def _normalise_grey(learn: Learner) -> None:
+    """A pretrained body's normalisation for one grey channel, which fastai adds for 3-channel inputs only.
+
+    timm folds the RGB stem into one channel by summing its weights, which is the RGB network seeing a grey
+    picture only if the grey picture is normalised as the RGB ones were: by the mean of timm's statistics
+    (Fashion-MNIST into EfficientNet-Lite0, mean = std = 0.5).
+    """
+    if any(isinstance(t, Normalize) for t in learn.dls.after_batch.fs):
+        return
+    net = getattr(learn.model[0], "model", learn.model[0])  # fastai's TimmBody holds the timm model
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    if cfg.get("mean") and cfg.get("std"):
+        mean, std = sum(cfg["mean"]) / len(cfg["mean"]), sum(cfg["std"]) / len(cfg["std"])
+        learn.dls.add_tfms([Normalize.from_stats([mean], [std])], "after_batch")
 
 
 def _record(learn: Learner, arch: str, *, pretrained: bool, n_in: int, model_kwargs: dict | None) -> Learner:

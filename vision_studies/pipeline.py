@@ -86,7 +86,7 @@ def describe_datablock(data: StudyData) -> str:
 def data(config: StudyConfig, *, state: PartialState | None = None) -> StudyData:
     """Seed everything, fetch the dataset (or write its fixture, or read DATA_FOLDER), read its items,
     hold out TEST_PCT, and build the DataLoaders; among several processes each gets its share of a batch."""
-    seed_everything(config.seed)
+    seed_everything(config.seed, deterministic=config.deterministic)
     folder = getattr(config, "data_folder", "") or None
     url_list = getattr(config, "url_list", "")
     if url_list:  # the folder is made from web images first: checked, de-duplicated, what was dropped listed

@@ -29,11 +29,12 @@ class DatasetSpec:
       ``<root>/<train_folder>`` are split at random, `valid_pct` held out. `class_folders`, when set, picks
       which folders take part (two breeds of Stanford Dogs' 120, say).
     - ``"filename_regex"``: all images in ``<root>/<images_folder>``, the label is the first group of
-      `label_regex` on the file name, a seeded random `valid_pct` held out.
+      `label_regex` on the file name; the split is the dataset's own lists (`split_lists`) when it has
+      them, else a seeded random `valid_pct` held out.
     - ``"label_csv"``: a CSV (`csv_file`) with a file-name column, a labels column (several labels
       separated by `label_delim` when `multi_label`) and an ``is_valid`` column (PASCAL VOC as fastai ships it).
     - ``"official_split"``: CUB-200-2011's own files: ``images.txt`` (id, path), ``image_class_labels.txt``
-      and ``train_test_split.txt`` (id, 1 for training).
+      and ``train_test_split.txt`` (id, 1 for training); with a `classes_file`, the classes are named there.
     """
 
     name: str

@@ -132,6 +132,10 @@ def _execute(notebook: Path, out_dir: Path, parameters: dict[str, Any], cwd: Pat
     # Set in this worker process before the kernel starts, so the kernel's torch and BLAS inherit them.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
+    # Finding the kernel imports ipykernel.kernelspec here; in ipykernel 6 (Colab's 6.17) that imports debugpy,
+    # whose pydevd prints "Debugger warning: It seems that frozen modules are being used" on Python 3.11+
+    # unless this is set (the warning names it). Nobody attaches a debugger to a headless run.
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     import papermill
     from papermill.exceptions import PapermillExecutionError
 

@@ -47,7 +47,7 @@ class StudyConfig:
     fixture: bool = _param(False, "the tiny fixture set in the real one's layout and the study's fixture settings: "
                                   "a CPU-sized run (what CI runs)")
     arch: str = _param("", "the network: a timm model name, or one of lenet5, naive_cnn, conv_pool_cnn, "
-                           "bn_dropout_cnn (from scratch)")
+                           "bn_dropout_cnn, small_bn_cnn (from scratch)")
     pretrained: bool = _param(True, "start from ImageNet weights (timm fetches them from the Hugging Face Hub) "
                                     "and fine-tune")
     epochs: int = _param(1, "passes over the training images")
@@ -58,6 +58,8 @@ class StudyConfig:
     augment: str = _param("light", "the augmentation preset (see vision_studies.augment.PRESETS)")
     seed: int = _param(42, "the seed of the split and of training: the same seed gives the same model on the "
                            "same device")
+    deterministic: bool = _param(False, "GPU reruns repeat exactly (cuDNN deterministic, benchmark off); every "
+                                        "convolution runs slower")
     data_dir: str = _param("data", "where datasets are downloaded and fixtures written", record=False)
     output_dir: str = _param("", "where <dir>/<study>/results.json, checkpoints and the export go; empty: "
                                  "Google Drive's vision-studies/models when Drive is mounted (Colab), else models",
@@ -141,6 +143,12 @@ class CatsVsDogsConfig(ModelStudyConfig):
     scratch_lr: float = _param(1e-3, "the from-scratch CNN's learning rate")
     model_kwargs: dict = _param(factory=dict, help="timm's keyword arguments for ARCH (img_size, patch_size for a "
                                                    "small ViT)")
+
+
+@dataclass(frozen=True)
+class FashionMnistConfig(ModelStudyConfig):
+    scratch_epochs: int = _param(8, "epochs of LeNet-5 from scratch, at 28 px")
+    scratch_lr: float = _param(3e-3, "LeNet-5's learning rate")
 
 
 @dataclass(frozen=True)
@@ -234,6 +242,15 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
                 batch_size=8, lr=3e-3, augment="light"),
            refused="it trains several backbones on several datasets and has no one model to train; run its "
                    "notebook: vision-studies run-notebooks 11"),
+    # Full mode fits this project's 2-core CPU (scripts/real_fashion_mnist.py measured it): 64 px, the smallest
+    # size at which the stride-32 body still ends on a 2x2 map; on a GPU, raise IMAGE_SIZE and EPOCHS.
+    _study("12_fashion_mnist", "fashion_mnist", FashionMnistConfig,
+           dict(arch="tf_efficientnet_lite0", epochs=2, image_size=64, batch_size=128, lr=2e-3, augment="none",
+                scratch_epochs=8, scratch_lr=3e-3),
+           # the real pretrained weights (weights.py) fine-tuned on 400 generated garments
+           dict(epochs=3, image_size=48, batch_size=32, lr=2e-3, scratch_epochs=4, scratch_lr=1e-2),
+           notebook_only=("scratch_epochs", "scratch_lr"),
+           trains="the fine-tuned model (ARCH) only; the notebook's LeNet-5 from scratch is not trained"),
 )}
 
 
