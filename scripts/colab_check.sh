@@ -2,7 +2,8 @@
 # CI's Colab-equivalent job: Colab's GPU runtime as published (Python 3.13, its versions of everything this
 # package touches), then this package installed as the notebooks' install cell does it. Fails when that
 # install replaced any of Colab's torch, torchvision, numpy, pillow, pandas, fastai, timm or protobuf, or
-# when `pip check` fails; then runs a few fixture notebooks in it.
+# when `pip check` fails; then runs a few fixture notebooks in it (the console must stay free of the
+# kernel's own log lines) and the tests of what Colab changes (ONNX, fp16, the install cell, Secrets, Drive).
 #
 #   bash scripts/colab_check.sh            # COLAB_NOTEBOOKS="05 08" picks the notebooks (default: 04 05 08)
 #

@@ -331,3 +331,25 @@ def test_push_without_a_token_says_how_to_log_in(pets_export, monkeypatch, tmp_p
     assert isinstance(missing.value, VisionStudiesError) and isinstance(missing.value, PermissionError)
     with pytest.raises(ExportNotFound, match="export_learner"):
         push_to_hub(tmp_path, "someone/pets-resnet10t", dry_run=True)
+
+
+def test_predict_opens_files_as_training_does_and_names_a_missing_one(pets_export, tmp_path):
+    """An EXIF-rotated photo is predicted upright (as the loader trains on it); a wrong path names itself."""
+    from PIL import Image
+
+    from vision_studies.images import load_image
+    from vision_studies.predict import ImageNotFound
+
+    predictor = load_exported(pets_export)
+    upright = Image.new("RGB", (48, 32), "white")
+    upright.paste((200, 30, 30), (0, 0, 24, 32))  # left half red: turning the picture changes what the model sees
+    rotated = upright.transpose(Image.Transpose.ROTATE_270)  # stored turned; EXIF 6 says "turn it back"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    rotated.save(path, exif=exif, quality=95)
+    assert load_image(path).size == upright.size  # the loader's own rule, the reference
+    np.testing.assert_allclose(predictor.predict(path).probs, predictor.predict(load_image(path)).probs, atol=1e-6)
+    missing = tmp_path / "no-such-photo.jpg"
+    with pytest.raises(ImageNotFound, match="no-such-photo.jpg"):
+        predictor.predict(missing)

@@ -30,7 +30,7 @@ MIN_ACCURACY = {
     "09_cub200": 0.1,  # 200 species, chance 0.005, three training images each [0.43]
     "10_cats_vs_dogs": 0.75,  # binary, chance 0.5 [1.00]
     "11_backbone_comparison": 0.3,  # mean over six dog breeds and ten bird species, chance 0.13 [0.50]
-    "12_fashion_mnist": 0.6,  # 10 generated garments, chance 0.1, EfficientNet-Lite0 fine-tuned from real weights [?]
+    "12_fashion_mnist": 0.5,  # 10 generated garments, chance 0.1, EfficientNet-Lite0 fine-tuned from real weights [0.71]
 }
 # Multi-label (04): macro F1 over 20 labels, and fewer wrong label decisions than answering "no" to all.
 MIN_F1_MACRO = {"04_multilabel": 0.3}  # [0.63]

@@ -186,3 +186,13 @@ def test_the_debian_copy_has_zalandos_raw_bytes():
     for name, md5, sha256 in spec.files:
         assert _raw_sha256(REAL / f"{name}.gz") == sha256
     assert read_idx(REAL / "t10k-labels-idx1-ubyte.gz").shape == (10_000,)
+
+
+def test_a_grey_dataset_gets_the_pretrained_normalisation(fashion_fixture, tmp_path, monkeypatch):
+    """fastai normalises only 3-channel inputs; one grey channel into the pretrained body gets timm's statistics."""
+    monkeypatch.chdir(tmp_path)
+    spec, path = fashion_fixture
+    learn = build_learner(dataloaders(spec, path, 32, batch_size=16, augment="none"), ARCH, pretrained=True, path=tmp_path)
+    assert learn.n_in == 1 and learn.normalisation == ((0.5,), (0.5,))
+    scratch = build_learner(dataloaders(spec, path, 28, batch_size=16, augment="none"), "lenet5", pretrained=False)
+    assert scratch.normalisation is None  # from scratch: the images as they are

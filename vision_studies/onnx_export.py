@@ -22,6 +22,28 @@ ONNX_FILE = "model.onnx"
 INPUT, OUTPUT = "images", "logits"
 
 
+class _GlobalMaxPool(torch.nn.Module):
+    """``nn.AdaptiveMaxPool2d(1)`` as a max over height and width: the same numbers, in ops every exporter has.
+
+    fastai's head pools with ``AdaptiveConcatPool2d(1)``; torch 2.11's ONNX exporter (Colab's, Python 3.13)
+    has no translation for ``aten.adaptive_max_pool2d`` ("No ONNX function found", CI's Colab job), later
+    ones do. ``amax`` exports everywhere.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=(-2, -1), keepdim=True)
+
+
+def _exportable(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with each global adaptive max pool swapped for `_GlobalMaxPool` (in place: the model is ours)."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if (isinstance(child, torch.nn.AdaptiveMaxPool2d) and child.output_size in (1, (1, 1))
+                    and not child.return_indices):
+                setattr(module, name, _GlobalMaxPool())
+    return model
+
+
 def export_onnx(model_dir: Path | str, out: Path | str | None = None, opset: int | None = None) -> Path:
     """Write the network of the export in `model_dir` as an ONNX graph (default ``model_dir/model.onnx``).
 
@@ -36,7 +58,7 @@ def export_onnx(model_dir: Path | str, out: Path | str | None = None, opset: int
     example = torch.zeros(2, config.n_in, config.image_size, config.image_size)
     batch = torch.export.Dim("batch", min=1)
     program = torch.onnx.export(
-        predictor.model.eval(),
+        _exportable(predictor.model.eval()),
         (example,),
         input_names=[INPUT],
         output_names=[OUTPUT],

@@ -15,6 +15,8 @@ from PIL import Image
 from scipy.special import expit, softmax
 from torch import nn
 
+from .errors import VisionStudiesError
+from .images import load_image
 from .metrics import decide
 
 if TYPE_CHECKING:  # annotations only: export.py builds predictors, so importing it here would be a cycle
@@ -22,7 +24,7 @@ if TYPE_CHECKING:  # annotations only: export.py builds predictors, so importing
 
     from .export import ExportConfig
 
-__all__ = ["ImageInput", "Predictions", "Predictor", "TorchPredictor", "preprocess"]
+__all__ = ["ImageInput", "ImageNotFound", "Predictions", "Predictor", "TorchPredictor", "preprocess"]
 
 ImageInput = str | Path | Image.Image
 
@@ -35,12 +37,17 @@ class Predictions(NamedTuple):
     labels: list
 
 
+class ImageNotFound(VisionStudiesError, FileNotFoundError):
+    """An image to predict that is not there: the message names the path."""
+
+
 def _open(image: ImageInput) -> Image.Image:
+    """A picture as the training loader opens it (EXIF-upright), or a clear error naming the file."""
     if isinstance(image, Image.Image):
         return image
-    with Image.open(image) as im:
-        im.load()
-        return im
+    if not Path(image).is_file():
+        raise ImageNotFound(f"{image}: no such image file; check the path")
+    return load_image(image, "RGB")
 
 
 def preprocess(images: ImageInput | Sequence[ImageInput], config: ExportConfig) -> np.ndarray:
