@@ -257,7 +257,9 @@ def _record(learn: Learner, arch: str, *, pretrained: bool, n_in: int, model_kwa
     a weights file): `body_pretrained` reads it. ``normalisation`` is the (mean, std) fastai normalises the
     batches with (it adds timm's statistics for a pretrained body), or None.
     """
-    found = [t for t in learn.dls.valid.after_batch.fs if isinstance(t, Normalize)]
+    # a plain PyTorch DataLoader wrapped in fastai's DataLoaders (the benchmark's) has no Pipeline of transforms
+    steps = getattr(learn.dls.valid.after_batch, "fs", [])
+    found = [t for t in steps if isinstance(t, Normalize)]
     learn.arch, learn.pretrained, learn.n_in = arch, bool(pretrained), int(n_in)
     learn.model_kwargs = dict(model_kwargs or {})
     learn.normalisation = (
