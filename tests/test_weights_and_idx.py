@@ -94,6 +94,11 @@ def test_build_learner_fine_tunes_the_real_weights_offline(pets, tmp_path, monke
     assert torch.equal(learn.model[0].model.conv_stem.weight.detach().cpu(), stem)
     assert body_pretrained(learn)  # so fit trains the head first, then unfreezes
     assert tuple(learn.normalisation[0]) == (0.5, 0.5, 0.5)  # timm's pretrained config for this model
+    # the pipeline keeps the cache beside the datasets (DATA_DIR/weights), wherever the run starts
+    elsewhere = tmp_path / "datasets" / "weights"
+    build_learner(dataloaders(spec, path, 32, batch_size=16, augment="none"), ARCH, pretrained=True, path=tmp_path,
+                  weights_dir=elsewhere)
+    assert (elsewhere / f"{ARCH}.in1k.safetensors").is_file()
 
 
 # ---------------------------------------------------------------------------------------------- idx files

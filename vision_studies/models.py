@@ -174,6 +174,7 @@ def build_learner(
     path: Path | str = ".",
     model_kwargs: dict | None = None,
     label_smoothing: float = 0.0,
+    weights_dir: Path | str = "data/weights",
 ) -> Learner:
     """A fastai Learner for `arch`: a name in `SCRATCH_MODELS`, or any timm model name.
 
@@ -185,6 +186,8 @@ def build_learner(
     `label_smoothing` (single-label only) trains towards 1 - e on the true class and e spread over all
     classes instead of all-or-nothing targets: on small sets it keeps the model from growing over-confident
     on the training images (0.1 is the usual value).
+    With `pretrained` and no `weights`, an installed package's real weights for `arch` are used offline
+    when there are any (`weights.offline_weights`, converted once into `weights_dir`), else the Hub's.
     The optimizer is `AdamW`: fastai's default Adam, stepped by PyTorch's fused kernel.
     """
     xb = dls.one_batch()[0]
@@ -211,7 +214,7 @@ def build_learner(
     if pretrained and weights is None:  # real weights an installed package supplies offline (weights.py), else the Hub
         from .weights import offline_weights
 
-        weights = offline_weights(arch)
+        weights = offline_weights(arch, weights_dir)  # converted once, cached beside the datasets
     if weights is not None:
         weights = Path(weights)
         if not weights.is_file():

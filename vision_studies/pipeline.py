@@ -140,6 +140,7 @@ def learner(config: StudyConfig, data: StudyData, *, state: PartialState | None 
     return _once(lambda: build_learner(  # process 0 alone fetches pretrained weights; the rest find them cached
         data.dls, config.arch, pretrained=config.pretrained, weights=weights,
         path=Path(config.output_dir) / config.study, model_kwargs=getattr(config, "model_kwargs", None) or None,
+        weights_dir=Path(config.data_dir) / "weights",
         **options), state)
 
 
