@@ -81,13 +81,13 @@ def _headless_chromium(profile: Path) -> webdriver.Chrome:
     return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
 
 
-def test_browser_uploads_a_digit_and_reads_the_prediction(lenet_export, digit, tmp_path):
-    image, truth = digit
-    expected = load_exported(lenet_export).scores(image, top_k=5)
+def ask_the_demo_page(export, image, tmp_path, timeout: int = 60) -> tuple[str, list[str]]:
+    """Serve `export` with `vision-studies demo`, upload `image` in headless Chromium, press Submit, and read
+    the page: (the top label shown, the classes listed under it in order). A screenshot lands in tmp_path."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vision_studies.cli", "demo", str(lenet_export), "--port", str(port)],
+        [sys.executable, "-m", "vision_studies.cli", "demo", str(export), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
     )
@@ -96,7 +96,7 @@ def test_browser_uploads_a_digit_and_reads_the_prediction(lenet_export, digit, t
         _wait_until_served(url, proc)
         browser = _headless_chromium(tmp_path / "profile")
         browser.get(url)
-        wait = WebDriverWait(browser, 60)
+        wait = WebDriverWait(browser, timeout)
         upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
         upload.send_keys(str(image))
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "img[src]")))  # the upload shows
@@ -104,15 +104,21 @@ def test_browser_uploads_a_digit_and_reads_the_prediction(lenet_export, digit, t
         top = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=label-output-value]")))
         wait.until(lambda _: top.text.strip() != "")
         browser.save_screenshot(str(tmp_path / "demo.png"))
-        assert top.text.strip() == truth == next(iter(expected))
-        # the classes listed under it: the model's top five, in order
         shown = [e.text.strip() for e in browser.find_elements(By.CSS_SELECTOR, "[data-testid$='-confidence-set'] dt")]
-        assert shown == list(expected)
+        return top.text.strip(), shown
     finally:
         if browser is not None:
             browser.quit()
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_browser_uploads_a_digit_and_reads_the_prediction(lenet_export, digit, tmp_path):
+    image, truth = digit
+    expected = load_exported(lenet_export).scores(image, top_k=5)
+    top, shown = ask_the_demo_page(lenet_export, image, tmp_path)
+    assert top == truth == next(iter(expected))
+    assert shown == list(expected)  # the classes listed under it: the model's top five, in order
 
 
 def test_space_folder_is_ready_to_upload(lenet_export, digit, tmp_path):

@@ -12,14 +12,13 @@ import hashlib
 import io
 import json
 import sys
-import threading
 import types
 import zipfile
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from loopback import serving
 
 from vision_studies.data import items_table, prepare_dataset
 from vision_studies.download import ChecksumError, first_mib_md5
@@ -27,45 +26,10 @@ from vision_studies.registry import DATASETS, get_spec
 from vision_studies.sources import MissingCredentials, SourcesFileError, fetch_dataset, read_sources
 
 
-class Files:
-    """A loopback server of in-memory files; /private/ paths want `self.authorization` exactly."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.authorization = ""
-        self.seen: list[str | None] = []
-        files = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                if self.path.startswith("/private/"):
-                    files.seen.append(self.headers.get("Authorization"))
-                    if self.headers.get("Authorization") != files.authorization:
-                        self.send_error(401)
-                        return
-                body = files.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def server():
-    s = Files()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+    with serving() as s:  # /private/ paths want `server.authorization`, set by each test
+        yield s
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,6 @@ so the export carries the 1,000 ImageNet classes and the answers are the pretrai
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,35 +129,8 @@ def test_gradcam_of_the_top_class_lies_on_the_cat(imagenet_learner, photos):
 
 
 def test_the_browser_demo_shows_a_cat(export, photos, tmp_path):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
+    from test_app import ask_the_demo_page
 
-    from test_app import _free_port, _headless_chromium, _wait_until_served
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vision_studies.cli", "demo", str(export), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
-    )
-    browser = None
-    try:
-        _wait_until_served(url, proc)
-        browser = _headless_chromium(tmp_path / "profile")
-        browser.get(url)
-        wait = WebDriverWait(browser, 90)
-        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]"))).send_keys(str(photos["chelsea"]))
-        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "img[src]")))
-        wait.until(EC.element_to_be_clickable((By.XPATH, "//button[normalize-space()='Submit']"))).click()
-        top = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=label-output-value]")))
-        wait.until(lambda _: top.text.strip() != "")
-        shown = [e.text.strip() for e in browser.find_elements(By.CSS_SELECTOR, "[data-testid$='-confidence-set'] dt")]
-        assert top.text.strip() in CATS, (top.text, shown)
-        assert set(shown[:3]) & CATS
-    finally:
-        if browser is not None:
-            browser.quit()
-        proc.terminate()
-        proc.wait(timeout=30)
+    top, shown = ask_the_demo_page(export, photos["chelsea"], tmp_path, timeout=90)
+    assert top in CATS, (top, shown)
+    assert set(shown[:3]) & CATS

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
 import zipfile
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from loopback import serving
 
 from vision_studies.data import items_table
 from vision_studies.download import ChecksumError
@@ -18,44 +17,10 @@ from vision_studies.registry import get_spec
 from vision_studies.sources import MissingCredentials, download_image_urls, fetch_dataset, read_url_list
 
 
-class Files:
-    """A loopback server of in-memory files; paths under /private/ want HTTP Basic auth user:secret."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.auth_seen: list[str | None] = []
-        files = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                if self.path.startswith("/private/"):
-                    files.auth_seen.append(self.headers.get("Authorization"))
-                    if self.headers.get("Authorization") != "Basic " + base64.b64encode(b"user:secret").decode():
-                        self.send_error(401)
-                        return
-                body = files.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def server():
-    s = Files()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+    with serving("Basic " + base64.b64encode(b"user:secret").decode()) as s:  # /private/: HTTP Basic user:secret
+        yield s
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:
@@ -104,7 +69,7 @@ def test_kaggle_source_says_how_to_give_credentials(server, tmp_path, monkeypatc
     spec = replace(get_spec("potholes"), url=f"{server.url}/private/potholes.zip")
     with pytest.raises(MissingCredentials, match="KAGGLE_USERNAME.*DATA_FOLDER"):
         fetch_dataset(spec, tmp_path / "data", progress=False)
-    assert server.auth_seen == []  # nothing was asked of the server without credentials
+    assert server.seen == []  # nothing was asked of the server without credentials
 
 
 def test_kaggle_credentials_are_sent_and_a_refusal_is_explained(server, tmp_path, monkeypatch, data_root):
