@@ -195,3 +195,103 @@ def test_label_smoothing_is_torchs_and_checked(tmp_path):
     assert not torch.allclose(expected, torch.nn.functional.cross_entropy(x, y))
     with pytest.raises(ValueError, match="label_smoothing=1.0"):
         build_learner(dls, "lenet5", pretrained=False, label_smoothing=1.0)
+
+
+def test_the_slow_tier_names_tests_that_exist_and_ci_runs_it():
+    """A renamed test would silently leave the slow tier and join the default one: each entry must name a test."""
+    import ast
+
+    from conftest import SLOW
+
+    assert SLOW
+    for entry in SLOW:
+        file, _, name = entry.partition("::")
+        tree = ast.parse((REPO / "tests" / file).read_text())
+        tests = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
+        assert tests and (not name or name in tests), f"tests/conftest.py SLOW: {entry} names no test"
+    assert "-m 'not slow'" in (REPO / "pyproject.toml").read_text()
+    assert "python -m pytest -m slow" in (REPO / ".ci" / "run").read_text()
+
+
+def _benchmark_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmark"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gpu_section_runs_its_code_on_the_cpu(tmp_path):
+    """What the GPU section measures on CUDA, run here on the CPU with a tiny ConvNeXt: the training steps in
+    channels-last against the plain loop, the loader's two places to augment, decode_jpeg against PIL."""
+    bench = _benchmark_module()
+    report = bench.Report(judge=False)
+    folder = bench.make_jpegs(tmp_path / "jpegs", 16, (96, 72))
+    bench.gpu_figures(report, "cpu", "convnext_atto", 32, 48, 8, 1, 1, folder, 0, None)  # 6 steps: one-cycle needs 4+
+    figures = {f.name: f for f in report.figures}
+    for name in ("convnext_atto: our fit / hand-written loop", "convnext_atto: our fit, images per second",
+                 "data: augmentation in batches on cpu / image by image in CPU workers",
+                 "JPEG decoding: torchvision.io.decode_jpeg on cpu / PIL on one core"):
+        assert name in figures and np.isfinite(figures[name].value) and figures[name].value > 0, (name, sorted(figures))
+    assert "hand-written loop" in figures["convnext_atto: our fit, images per second"].detail
+
+
+def test_the_event_table_sends_fastais_events_in_fastais_order(tmp_path):
+    """Callbacks see the same events, in the same order, through `events.quick_events` as through fastai."""
+    import fastai.callback.progress  # noqa: F401  (adds Learner.no_bar)
+    from fastai.callback.core import Callback
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+
+    from vision_studies.events import quick_events
+
+    class Every(Callback):
+        order = 5
+
+        def __init__(self):
+            super().__init__()
+            self.log = []
+
+    for name in ("before_fit", "before_epoch", "before_batch", "after_pred", "after_loss", "before_backward",
+                 "after_backward", "before_step", "after_step", "after_batch", "before_validate", "after_epoch",
+                 "after_fit"):
+        setattr(Every, name, lambda self, name=name: self.log.append((name, self.training)))
+
+    class Few(Callback):
+        order = 50  # after Every: the order holds through the table
+
+        def __init__(self):
+            super().__init__()
+            self.log = []
+
+        def after_loss(self):
+            self.log.append("after_loss")
+
+        def after_epoch(self):
+            self.log.append("after_epoch")
+
+    x, y = torch.randn(24, 4), torch.randint(0, 2, (24,))
+    pairs = list(zip(x, y))
+
+    def run(quick: bool):
+        torch.manual_seed(0), random.seed(0)  # the weights, and the loader's shuffle
+        dls = DataLoaders(DataLoader(pairs, bs=8, shuffle=True), DataLoader(pairs[:8], bs=8))
+        learn = Learner(dls, torch.nn.Linear(4, 2), loss_func=CrossEntropyLossFlat(), path=tmp_path)
+        every, few = Every(), Few()
+        with learn.no_bar(), learn.no_logging():
+            if quick:
+                with quick_events(learn):
+                    learn.fit(2, 1e-2, cbs=[every, few])
+            else:
+                learn.fit(2, 1e-2, cbs=[every, few])
+        assert "_call_one" not in vars(learn)  # fastai's own dispatch afterwards
+        return every.log, few.log, [p.detach().clone() for p in learn.model.parameters()]
+
+    theirs, ours = run(False), run(True)
+    assert ours[0] == theirs[0] and len(theirs[0]) > 40
+    assert ours[1] == theirs[1] and theirs[1].count("after_epoch") == 2 and theirs[1].count("after_loss") == 8
+    assert all(torch.equal(a, b) for a, b in zip(ours[2], theirs[2]))  # and the same training

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,27 @@ NOTEBOOKS = find_notebooks(REPO / "notebooks")
 
 # The accuracy each fixture run must reach, and why. Fixtures are learnable by design, so a working
 # pipeline lands far above chance; a broken label reader, split or loader lands near chance. Each bar sits
-# well above chance and well below what runs reach here (in brackets, 2-core CPU), leaving room for the
-# variance of a few dozen validation images and of thread counts.
+# well above chance and well below what runs reach here (in brackets: `scripts/run_notebooks.py`, two at a
+# time on the 2-core CPU, 2026-12-01), leaving room for the variance of a few dozen validation images and of
+# thread counts. Every transfer study fine-tunes EfficientNet-Lite0 from its real ImageNet weights on views
+# of real photographs (fixture_images.py), so these bars ask for what a pretrained body does, not for chance.
 MIN_ACCURACY = {
-    "01_potholes": 0.75,  # binary, chance 0.5 [1.00]
-    "02_huskies": 0.75,  # binary, chance 0.5 [1.00]
-    "03_clouds": 0.6,  # 3 classes, chance 0.33 [1.00]
+    "01_potholes": 0.85,  # binary, chance 0.5 [1.00]
+    "02_huskies": 0.85,  # binary, chance 0.5 [1.00]
+    "03_clouds": 0.65,  # 3 classes, chance 0.33; 2 photos a genus are filed under the wrong one [0.83]
     "05_mnist": 0.90,  # real handwritten digits: the issue's bar of 90% held-out accuracy [0.96]
-    "06_cifar10": 0.5,  # 10 classes, chance 0.1 [0.98]
-    "07_cifar100": 0.2,  # 100 classes, chance 0.01 [0.73]
-    "08_pets": 0.4,  # 37 breeds, chance 0.027, the official split's 3 test photos a breed [0.77]
-    "09_cub200": 0.1,  # 200 species, chance 0.005, three training images each [0.43]
-    "10_cats_vs_dogs": 0.75,  # binary, chance 0.5 [1.00]
-    "11_backbone_comparison": 0.3,  # mean over six dog breeds and ten bird species, chance 0.13 [0.50]
+    "06_cifar10": 0.55,  # 10 classes, chance 0.1, 32 px photos [0.78]
+    "07_cifar100": 0.45,  # 100 classes, chance 0.01, two test photos a class [0.72]
+    "08_pets": 0.7,  # 37 breeds, chance 0.027, the official split's 3 test photos a breed [0.94]
+    "09_cub200": 0.45,  # 200 species, chance 0.005, three training images each [0.70]
+    "10_cats_vs_dogs": 0.85,  # binary, chance 0.5 [1.00]
+    # Lite0's mean test accuracy over five small sets of 2 to 10 classes (chance 0.29) [0.93]
+    "11_backbone_comparison": 0.7,
     "12_fashion_mnist": 0.5,  # 10 generated garments, chance 0.1, EfficientNet-Lite0 fine-tuned from real weights [0.71]
 }
 # Multi-label (04): macro F1 over 20 labels, and fewer wrong label decisions than answering "no" to all.
-MIN_F1_MACRO = {"04_multilabel": 0.3}  # [0.63]
+# [0.45 and 0.39 in two runs: 40 validation images, a few positives of each label; "yes" to all: ~0.18]
+MIN_F1_MACRO = {"04_multilabel": 0.3}
 
 
 def test_committed_notebooks_follow_the_contract():
@@ -77,34 +80,15 @@ def test_the_agreement_check_catches_a_notebook_that_drifted(tmp_path):
     assert _notebook_values(edited) != STUDIES[NOTEBOOKS[0].stem].full.values()
 
 
-FAKE_TOKEN = "hf_FAKEtokenFORtestsONLY0123456789abcdef"
+# `runs`, the executed notebooks (papermill, on their fixtures, once a session), is tests/conftest.py's.
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, request):
-    """The notebooks the session's tests ask for (all, or those `-k 08` selects) on their fixtures, two at a
-    time, with a (fake) Hub token in the environment, as a logged-in user has."""
-    out = tmp_path_factory.mktemp("runs")
-    wanted = {item.callspec.params["name"] for item in request.session.items
-              if item.originalname == "test_notebook_runs_on_its_fixture_and_beats_its_bar"}
-    notebooks = [nb for nb in NOTEBOOKS if nb.stem in wanted] or NOTEBOOKS
-    saved = os.environ.get("HF_TOKEN")
-    os.environ["HF_TOKEN"] = FAKE_TOKEN
-    try:
-        return {r.notebook: r for r in run_notebooks(notebooks, out, {"FIXTURE": True}, workers=2, cwd=REPO)}
-    finally:
-        if saved is None:
-            del os.environ["HF_TOKEN"]
-        else:
-            os.environ["HF_TOKEN"] = saved
-
-
-def test_the_token_never_reaches_notebooks_records_or_exports(runs):
+def test_the_token_never_reaches_notebooks_records_or_exports(runs, fake_hub_token):
     out = next(iter(runs.values())).output.parent
     written = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".ipynb", ".json", ".md", ".html", ".csv", ".txt")]
     assert len(written) > 20
     for path in written:
-        assert FAKE_TOKEN not in path.read_text(errors="replace"), path
+        assert fake_hub_token not in path.read_text(errors="replace"), path
 
 
 @pytest.mark.parametrize("name", sorted(MIN_ACCURACY | MIN_F1_MACRO))
@@ -154,13 +138,15 @@ def test_find_notebooks_by_prefix_and_unknown_name():
 
 
 def test_values_passed_to_a_fixture_run_are_the_ones_it_records(tmp_path):
-    """papermill -p ARCH resnet18 -p EPOCHS 2 -p IMAGE_SIZE 96 on 08 in fixture mode: exactly those are trained."""
+    """papermill -p ARCH resnet18 -p PRETRAINED False -p EPOCHS 2 -p IMAGE_SIZE 96 on 08 in fixture mode: exactly
+    those are trained (PRETRAINED too: fixture mode's is True, and resnet18 has no weights offline)."""
     [nb] = find_notebooks(REPO / "notebooks", ["08"])
-    given = {"FIXTURE": True, "ARCH": "resnet18", "EPOCHS": 2, "IMAGE_SIZE": 96}
+    given = {"FIXTURE": True, "ARCH": "resnet18", "PRETRAINED": False, "EPOCHS": 2, "IMAGE_SIZE": 96}
     [run] = run_notebooks([nb], tmp_path, given, workers=1, cwd=REPO)
     assert run.ok, run.error
     record = run.record
     assert (record["arch"], record["epochs"], record["image_size"], record["fixture"]) == ("resnet18", 2, 96, True)
+    assert record["pretrained"] is False
     fixture = get_study("08").fixture  # what was left alone is fixture mode's
     assert (record["batch_size"], record["lr"], record["augment"]) == (fixture["batch_size"], fixture["lr"],
                                                                      fixture["augment"])

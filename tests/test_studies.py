@@ -62,3 +62,18 @@ def test_a_wrong_value_is_named(given, message):
 def test_lists_from_papermill_become_the_tables_tuples():
     config = resolve_config("11", {"DATASETS": ["dogs6"], "FIXTURE": True})
     assert config.datasets == ("dogs6",) and config.archs == STUDIES["11_backbone_comparison"].fixture["archs"]
+
+
+def test_every_transfer_study_fine_tunes_the_offline_lite0_in_fixture_mode():
+    from vision_studies.studies import arch_pretrained, check_config
+    from vision_studies.weights import OFFLINE_WEIGHTS
+
+    scratch_lessons = {"05_mnist"}  # LeNet-5; 06's, 10's and 11's scratch CNNs are extra notebook parts
+    for name in set(STUDIES) - scratch_lessons:
+        config = resolve_config(name, fixture=True)
+        assert config.arch in OFFLINE_WEIGHTS and config.pretrained, name
+        check_config(config)  # 11 mixes a CNN from scratch into ARCHS under PRETRAINED = True
+    comparison = resolve_config("11", fixture=True)
+    assert [arch_pretrained(a, comparison.pretrained) for a in comparison.archs] == [False, True]
+    with pytest.raises(ConfigError, match="learns from scratch here"):  # one ARCH keeps the strict rule
+        check_config(resolve_config("05", pretrained=True))

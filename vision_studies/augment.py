@@ -24,8 +24,14 @@ PRESETS: dict[str, dict | None] = {
     "light": dict(do_flip=True, max_rotate=5.0, max_zoom=1.05, max_lighting=0.1, max_warp=0.0),
     # fastai's defaults: what fine-tuning on natural photos usually wants.
     "strong": dict(do_flip=True, max_rotate=10.0, max_zoom=1.1, max_lighting=0.2, max_warp=0.2),
-    # Sky photos (clouds): any rotation, perspective warps, crops; no "up" to preserve.
+    # Pictures with no "up" at all (a sky photographed straight overhead, a microscope slide): any
+    # rotation, flips both ways, perspective warps, crops.
     "perspective": dict(do_flip=True, flip_vert=True, max_rotate=45.0, max_zoom=1.5, max_lighting=0.2, max_warp=0.4),
+    # Ground-based sky photos (clouds): a camera pointed up from the ground keeps the horizon, trees or roofs
+    # at the bottom and the sky's brightest part on top, so upside-down skies and 45-degree horizons cannot
+    # happen: mirror images, slight tilts (a hand-held camera's), crops of the sky, perspective warps (the
+    # camera's angle up) and lighting (time of day) can.
+    "sky": dict(do_flip=True, flip_vert=False, max_rotate=10.0, max_zoom=1.5, max_lighting=0.2, max_warp=0.3),
     # Handwriting: a mirrored 2 or a 6 turned upside down is another digit, so small moves only.
     "digits": dict(do_flip=False, max_rotate=10.0, max_zoom=1.1, max_lighting=0.0, max_warp=0.0),
 }

@@ -4,7 +4,8 @@
 images the model finds hardest, one row each: path, issue, detail, suggested_action, written as CSV so a
 person can read it, strike rows, and hand the rest to `quarantine`. Quarantine moves files into a folder
 beside the dataset, mirroring their paths, and deletes an original only once its copy has been checked;
-`restore` puts them back.
+`restore` puts them back. `cleaned_table` cleans without moving anything: the items table less the
+report's rows, to retrain on and compare (`retrain.py`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "find_duplicates",
     "suspects_by_loss",
     "cleaning_report",
+    "cleaned_table",
     "quarantine",
     "restore",
 ]
@@ -172,12 +174,16 @@ def find_duplicates(
     return _rows(rows)
 
 
-def suspects_by_loss(learn: Learner, k: int = 20, ds_idx: int = 1, folder: Path | str | None = None) -> pd.DataFrame:
+def suspects_by_loss(learn: Learner, k: int = 20, ds_idx: int = 1, folder: Path | str | None = None,
+                     disputed_only: bool = False) -> pd.DataFrame:
     """Report rows for the `k` images of a split (1: validation, 0: training) with the highest loss.
 
     These are the model's worst mistakes, often wrong labels or images that show no class at all; a
     person decides (suggested action "review"). Every image is scored as validation sees it, without
-    augmentation.
+    augmentation. `disputed_only` keeps only images the model puts in another class than their label's
+    (multi-label: decides at least one label otherwise): a hard image the model still gets right is no
+    suspect of a wrong label. The detail ends with the split, as training and validation suspects differ:
+    a wrong training label teaches the model something false; a wrong validation label only mis-scores it.
     """
     items = learn.dls[ds_idx].items
     # A table of items (this package's loaders: path, label, is_valid) or a plain list of files.
@@ -189,8 +195,17 @@ def suspects_by_loss(learn: Learner, k: int = 20, ds_idx: int = 1, folder: Path 
     probs, targets, losses = learn.get_preds(dl=dl, with_loss=True)
     folder = Path(folder) if folder is not None else Path.cwd()
     vocab = [str(c) for c in learn.dls.vocab]
+    split = {0: "training", 1: "validation"}.get(ds_idx, f"split {ds_idx}")
+    order = losses.argsort(descending=True).tolist()
+    if disputed_only:
+        if targets.ndim == 1:
+            disputed = (probs.argmax(dim=1) != targets).tolist()
+        else:
+            threshold = getattr(learn.loss_func, "thresh", 0.5)
+            disputed = [bool((decide(probs[i], threshold) != (targets[i].numpy() > 0.5)).any()) for i in range(len(targets))]
+        order = [i for i in order if disputed[i]]
     rows = []
-    for i in losses.argsort(descending=True)[:k].tolist():
+    for i in order[:k]:
         if targets.ndim == 1:
             actual, predicted = int(targets[i]), int(probs[i].argmax())
             what = f"labelled {vocab[actual]}, predicted {vocab[predicted]} ({float(probs[i, predicted]):.2f})"
@@ -199,7 +214,7 @@ def suspects_by_loss(learn: Learner, k: int = 20, ds_idx: int = 1, folder: Path 
             sees = [vocab[c] for c in np.flatnonzero(decide(probs[i], getattr(learn.loss_func, "thresh", 0.5)))]
             what = f"labelled {'+'.join(has) or 'nothing'}, predicted {'+'.join(sees) or 'nothing'}"
         rows.append(dict(path=_relative(Path(paths[i]), folder), issue="high_loss",
-                         detail=f"{what}, loss {float(losses[i]):.2f}", suggested_action="review"))
+                         detail=f"{what}, loss {float(losses[i]):.2f}, {split} image", suggested_action="review"))
     return _rows(rows)
 
 
@@ -210,11 +225,15 @@ def cleaning_report(
     csv_path: Path | str | None = None,
     near_bits: int | None = NEAR_DUPLICATE_BITS,
     progress: bool = True,
+    splits: Sequence[int] = (1,),
+    disputed_only: bool = False,
 ) -> pd.DataFrame:
     """Everything worth a look in the images under `folder`, as one table (and a CSV at `csv_path`).
 
     Unreadable images first, then exact and near duplicates among the readable ones, then, given a
-    trained `learn`, the `k` validation images with the highest loss. Paths are relative to `folder`.
+    trained `learn`, the `k` images with the highest loss of each of `splits` (1: validation, 0: training;
+    `disputed_only`: only those the model puts in another class, see `suspects_by_loss`). Paths are
+    relative to `folder`.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -225,12 +244,33 @@ def cleaning_report(
     readable = [p for p in paths if _relative(p, folder) not in bad]
     parts = [unreadable, find_duplicates(readable, folder, near_bits, progress=progress)]
     if learn is not None:
-        parts.append(suspects_by_loss(learn, k, folder=folder))
+        parts += [suspects_by_loss(learn, k, ds_idx=split, folder=folder, disputed_only=disputed_only) for split in splits]
     report = pd.concat([p for p in parts if len(p)] or [_rows([])], ignore_index=True)
     if csv_path is not None:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
         report.to_csv(csv_path, index=False)
     return report
+
+
+def cleaned_table(table: pd.DataFrame, report_rows: pd.DataFrame | Iterable[Mapping], folder: Path | str) -> pd.DataFrame:
+    """The items table (`data.items_table`'s rows: path, label, is_valid) without the images the report lists.
+
+    Retraining on this is cleaning without moving a file: the same split, less the suspects, so a model
+    trained on it can be set beside the one trained on everything. Report paths are relative to `folder`,
+    the dataset's folder. Rows for files the table does not hold (a class the study leaves out, a file the
+    loader refused) change nothing; a row naming no file in `folder` is an error, since a report made from
+    another folder would otherwise remove nothing and look like a clean bill of health.
+    """
+    folder = Path(folder)
+    if isinstance(report_rows, pd.DataFrame):
+        report_rows = report_rows.to_dict("records")
+    listed = {str(row["path"]) for row in report_rows}
+    missing = sorted(p for p in listed if not (folder / p).is_file())
+    if missing:
+        raise ValueError(f"the report lists {len(missing)} file(s) not in {folder}, e.g. {missing[0]!r}: pass the folder "
+                         "the report was made from (quarantined files are no longer there either)")
+    relative = table["path"].map(lambda p: _relative(Path(p), folder))
+    return table[~relative.isin(listed)].reset_index(drop=True)
 
 
 def _move_checked(source: Path, destination: Path) -> None:

@@ -24,10 +24,12 @@ from .augment import augment_transforms
 from .fixtures import make_fixture
 from .images import load_image
 from .labels import check_class_folders
-from .registry import DatasetSpec, get_spec
+from .registry import DatasetSpec, class_of, get_spec
 from .sources import fetch_dataset
 
-__all__ = ["prepare_dataset", "items_table", "holdout_test", "dataloaders", "image_datablock", "user_folder_spec"]
+__all__ = ["prepare_dataset", "items_table", "holdout_test", "official_test_split", "has_official_split", "test_split",
+           "dataloaders", "image_datablock", "user_folder_spec",
+           "augment_on_for"]
 
 
 def user_folder_spec(name: str, valid_pct: float = 0.2) -> DatasetSpec:
@@ -82,8 +84,11 @@ def _class_folder_table(spec: DatasetSpec, path: Path, seed: int) -> pd.DataFram
         files = [f for f in files if f.parent.name in spec.class_folders]
     table = pd.DataFrame({
         "path": [str(f) for f in files],
-        "label": [_label_from(f.parent.name, spec.label_regex, f) for f in files],
+        "label": [class_of(spec, _label_from(f.parent.name, spec.label_regex, f)) for f in files],
     })
+    if spec.split_lists:  # the dataset's own lists of "<class folder>/<image name>" lines (Food-101's meta/)
+        chosen = (lambda entry: entry.split("/")[0] in spec.class_folders) if spec.class_folders else None
+        return _split_by_lists(spec, path, table, [f"{f.parent.name}/{f.stem}" for f in files], restrict=chosen)
     if spec.valid_folder:
         table["is_valid"] = [f.relative_to(path).parts[0] == spec.valid_folder for f in files]
     else:
@@ -102,25 +107,29 @@ def _filename_table(spec: DatasetSpec, path: Path, seed: int) -> pd.DataFrame:
     files = get_image_files(path / spec.images_folder)
     table = pd.DataFrame({
         "path": [str(f) for f in files],
-        "label": [_label_from(f.name, spec.label_regex, f) for f in files],
+        "label": [class_of(spec, _label_from(f.name, spec.label_regex, f)) for f in files],
     })
     if not spec.split_lists:
         table["is_valid"] = _random_valid(len(table), spec.valid_pct, seed)
         return table
-    # the dataset's own split (Pets: annotations/trainval.txt and test.txt); images in neither list are left out
+    # the dataset's own split (Pets: annotations/trainval.txt and test.txt)
+    return _split_by_lists(spec, path, table, [Path(p).stem for p in table["path"]])
+
+
+def _split_by_lists(spec: DatasetSpec, path: Path, table: pd.DataFrame, keys: list[str], restrict=None) -> pd.DataFrame:
+    """`table` split by the dataset's own (training, validation) lists, each row known by its `keys` entry
+    as the lists name it; images in neither list are left out, and listed images that are missing named."""
     train_file, valid_file = (path / f for f in spec.split_lists)
     train, valid = set(_listed(train_file)), set(_listed(valid_file))
     both = sorted(train & valid)
     if both:
         raise ValueError(f"{valid_file}: {both[0]} (and {len(both) - 1} more) is also in {train_file.name}")
-    stems = [Path(p).stem for p in table["path"]]
-    missing = sorted((train | valid) - set(stems))
+    missing = sorted(e for e in (train | valid) - set(keys) if restrict is None or restrict(e))
     if missing:
-        raise ValueError(f"{path / spec.images_folder}: {len(missing)} images named in {train_file.name}/"
-                         f"{valid_file.name} are missing, {missing[0]} first; the download is incomplete: delete "
-                         f"{path} and prepare the dataset again")
-    table["is_valid"] = [stem in valid for stem in stems]
-    return table[[stem in train or stem in valid for stem in stems]].reset_index(drop=True)
+        raise ValueError(f"{path}: {len(missing)} images named in {train_file.name}/{valid_file.name} are missing, "
+                         f"{missing[0]} first; the download is incomplete: delete {path} and prepare the dataset again")
+    table["is_valid"] = [key in valid for key in keys]
+    return table[[key in train or key in valid for key in keys]].reset_index(drop=True)
 
 
 def _folder_class(spec: DatasetSpec, folder: str) -> str:
@@ -241,6 +250,11 @@ def items_table(
     labels = {l for ls in table["label"] for l in (ls if isinstance(ls, list) else [ls])}
     classes = spec.classes or (tuple(_class_names(spec, path).values()) if spec.classes_file else ())
     unknown = sorted(labels - set(classes)) if classes else []
+    if unknown and spec.sorting and not extra_train_folder:  # a source without labels: say how to sort it
+        from .labels import LabelError
+
+        raise LabelError(f"{path}: found images labelled {unknown[:3]} by their folders, not {list(classes)}. "
+                         + spec.sorting.format(path=path))
     if unknown:
         where = f" (extra training folder {extra_train_folder})" if extra_train_folder else ""
         raise ValueError(
@@ -265,6 +279,31 @@ def holdout_test(table: pd.DataFrame, pct: float, seed: int = 42) -> tuple[pd.Da
     mask = np.zeros(len(table), dtype=bool)
     mask[test] = True
     return table[~mask].reset_index(drop=True), table[mask].reset_index(drop=True)
+
+
+def has_official_split(spec: DatasetSpec) -> bool:
+    """Whether the dataset's own files say which images are held out (CUB's train_test_split.txt, Food-101's
+    meta/test.txt, MNIST's testing/ folder), rather than a seeded random share."""
+    return bool(spec.valid_folder or spec.split_lists or spec.layout in ("official_split", "label_csv"))
+
+
+def official_test_split(table: pd.DataFrame, valid_pct: float, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The dataset's own held-out images (``is_valid`` as read) become the test set, touched once at the end;
+    a seeded `valid_pct` of its training images becomes the validation set that picks the epoch."""
+    own_test = table["is_valid"].to_numpy()
+    train = table[~own_test].reset_index(drop=True)
+    train["is_valid"] = _random_valid(len(train), valid_pct, seed + 1)
+    return train, table[own_test].reset_index(drop=True)
+
+
+def test_split(spec: DatasetSpec, table: pd.DataFrame, test_pct: float, seed: int = 42,
+               valid_pct: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The one rule for a test set touched once, at the end: the dataset's own test images where it has them,
+    validation then `valid_pct` (default the registry's) of its training images (`official_test_split`); else a
+    seeded `test_pct` of its training images, validation as the dataset's (`holdout_test`)."""
+    if has_official_split(spec):
+        return official_test_split(table, spec.valid_pct if valid_pct is None else valid_pct, seed)
+    return holdout_test(table, test_pct, seed)
 
 
 def _open_rgb(path: Path | str) -> PILImage:
@@ -296,6 +335,7 @@ def dataloaders(
     extra_train_folder: Path | str | None = None,
     table: pd.DataFrame | None = None,
     presize: bool | Path | str = True,
+    augment_on: str | None = None,
 ) -> DataLoaders:
     """Training and validation DataLoaders for the dataset at `path`, laid out as `spec` says.
 
@@ -305,6 +345,9 @@ def dataloaders(
     `presize` keeps every image larger than `image_size`, squished to it, in a cache written once
     (presize.py): True puts it beside the dataset folder, a path puts it there, False reads the originals
     every epoch. The table keeps the originals' paths (what a learner sees, cleans and predicts).
+    `augment_on` says where the preset's random changes run: "batches" (fastai's batch transforms, on the
+    device: the GPU's way) or "items" (item_augment.py: image by image on the 8-bit pixels, in the loader's
+    workers: the CPU's way, eight times cheaper there); None picks by `device`.
     """
     if table is None:
         table = items_table(spec, path, seed, extra_train_folder)
@@ -318,14 +361,29 @@ def dataloaders(
 
         cache = default_cache_dir(path) if presize is True else Path(presize)
         opener = OpenPresized(presize_images(table["path"], image_size, cache, spec.image_mode), spec.image_mode)
-    block = image_datablock(spec, vocab, image_size, augment, opener=opener)
+    augment_on = augment_on or augment_on_for(device)
+    block = image_datablock(spec, vocab, image_size, augment, opener=opener, augment_on=augment_on)
     return block.dataloaders(table, bs=batch_size, num_workers=num_workers, device=device, seed=seed)
 
 
-def image_datablock(spec: DatasetSpec, vocab: list[str], image_size: int, augment: str = "light", opener=None) -> DataBlock:
+def augment_on_for(device: torch.device | str) -> str:
+    """Where a loader on `device` makes its random changes: "batches" on a GPU (fastai's batch transforms on
+    the device), "items" elsewhere (item_augment.py, image by image on the CPU)."""
+    return "batches" if device is not None and torch.device(device).type == "cuda" else "items"
+
+
+def image_datablock(spec: DatasetSpec, vocab: list[str], image_size: int, augment: str = "light", opener=None,
+                    augment_on: str = "batches") -> DataBlock:
     """fastai's `DataBlock` for an `items_table`: images from its ``path`` column, labels from ``label``
     (one, or a list for a multi-label set), the split from ``is_valid``, the augmentation preset's transforms."""
-    item_tfms, batch_tfms = augment_transforms(augment, image_size)
+    if augment_on not in ("batches", "items"):
+        raise ValueError(f"augment_on={augment_on!r}: the random changes run on 'batches' (the device) or 'items' (CPU workers)")
+    if augment_on == "items":
+        from .item_augment import item_augment_transforms
+
+        item_tfms, batch_tfms = item_augment_transforms(augment, image_size)
+    else:
+        item_tfms, batch_tfms = augment_transforms(augment, image_size)
     target = MultiCategoryBlock(vocab=vocab) if spec.multi_label else CategoryBlock(vocab=vocab)
     return DataBlock(
         blocks=(_image_block(spec, opener), target),

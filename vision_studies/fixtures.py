@@ -2,25 +2,31 @@
 
 A fixture lets CI run a notebook's real code path (the same loader, model and training) in seconds on a
 CPU. Each one is written under ``<root>/<spec.archive_root>`` exactly where the real archive would unpack,
-with the same file names and label scheme, and classes that differ in a way a small network learns in a
-few CPU epochs, so tests can demand better than chance.
+with the same file names and label scheme, and classes that differ in a way a pretrained body (the
+fine-tuned EfficientNet-Lite0 of every transfer study's fixture run) or a small network from scratch learns
+in a few CPU epochs, so tests can demand far better than chance. The images are photo-like, views of real
+photographs (fixture_images.py), because ImageNet features make little of flat colour blobs on noise.
+A fixture is rewritten when the code that writes it changes (`writers_digest`).
 """
 
 from __future__ import annotations
 
-import colorsys
+import hashlib
+import inspect
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from .fixture_images import paste_view, road, scene_view, sky
+from .fixtures_small_sets import SMALL_SET_WRITERS
 from .idx import write_fixture as write_fashion_mnist_fixture
 from .registry import DatasetSpec, get_spec
 
-__all__ = ["make_fixture", "FIXTURE_MAKERS", "without_jfif", "write_layout"]
+__all__ = ["make_fixture", "FIXTURE_MAKERS", "without_jfif", "write_layout", "CLOUD_MISLABELS", "writers_digest"]
 
 
 def _write_mnist(spec: DatasetSpec, folder: Path) -> None:
@@ -47,34 +53,18 @@ def _write_mnist(spec: DatasetSpec, folder: Path) -> None:
             frame.save(out)
 
 
-def _look(k: int, hues: int) -> tuple[tuple[int, int, int], int]:
-    """Class `k`'s colour and background tone: `hues` hues times a few tones tell many classes apart."""
-    hue, tone = k % hues, k // hues
-    r, g, b = colorsys.hsv_to_rgb(hue / hues, 0.85, 0.95)
-    return (int(r * 255), int(g * 255), int(b * 255)), 30 + (tone * 47) % 200
-
-
 def _noise(rng: np.random.Generator, tone: int | tuple, size: tuple[int, int], sd: float = 20) -> Image.Image:
     w, h = size
     return Image.fromarray(rng.normal(tone, sd, size=(h, w, 3)).clip(0, 255).astype(np.uint8))
 
 
-def _blob(rng: np.random.Generator, img: Image.Image, colour, min_frac: float = 0.3, max_frac: float = 0.6) -> None:
-    """An ellipse of `colour` at a random place and size: "the object"."""
-    W, H = img.size
-    w, h = int(rng.uniform(min_frac, max_frac) * W), int(rng.uniform(min_frac, max_frac) * H)
-    x, y = int(rng.integers(0, W - w)), int(rng.integers(0, H - h))
-    ImageDraw.Draw(img).ellipse((x, y, x + w, y + h), fill=colour)
-
-
-def _colour_classes(folder: Path, classes, per_class: int, size, hues: int, name, seed: int, fmt: str = "jpg") -> None:
-    """Class k's images: noise in class k's tone with a blob of class k's colour, at `folder`/name(label, n)."""
+def _photo_classes(folder: Path, classes, per_class: int, size, name, seed: int, fmt: str = "jpg") -> None:
+    """Class k's images: random views of scene k, a real photograph or a part of one (fixture_images.py), at
+    `folder`/name(label, n), so a pretrained body tells the classes apart as it tells photographs apart."""
     rng = np.random.default_rng(seed)
     for k, label in enumerate(classes):
-        colour, tone = _look(k, hues)
         for n in range(1, per_class + 1):
-            img = _noise(rng, tone, size)
-            _blob(rng, img, colour)
+            img = scene_view(k, size, rng)
             out = folder / name(label, n)
             out.parent.mkdir(parents=True, exist_ok=True)
             img.save(out, quality=90) if fmt == "jpg" else img.save(out)
@@ -84,12 +74,12 @@ def _write_pets(spec: DatasetSpec, folder: Path, per_class: int = 8) -> None:
     """Oxford-IIIT Pets' layout: ``images/<Breed>_<n>.jpg``, the label only in the file name, and the split in
     ``annotations/trainval.txt`` and ``annotations/test.txt``.
 
-    Breeds differ by the colour of a blob ("the pet") and the tone of the background, saved as 96x72 JPEGs
+    Each breed is views of its own photograph or part of one (`_photo_classes`), saved as 96x72 JPEGs
     like shrunken photos. As in the real set: the lists' lines are ``<image> <class id> <species> <breed id>``
     (class ids alphabetical, species 1 cat / 2 dog), ``list.txt`` has both with ``#`` comments on top, one
     image is in neither list, and ``images/`` holds three ``.mat`` files that are not images.
     """
-    _colour_classes(folder / spec.images_folder, spec.classes, per_class, (96, 72), 13, lambda c, n: f"{c}_{n}.jpg", 0)
+    _photo_classes(folder / spec.images_folder, spec.classes, per_class, (96, 72), lambda c, n: f"{c}_{n}.jpg", 0)
     _write_pets_annotations(spec, folder, per_class)
 
 
@@ -119,18 +109,15 @@ def _write_pets_annotations(spec: DatasetSpec, folder: Path, per_class: int) -> 
 def _write_potholes(spec: DatasetSpec, folder: Path, per_class: int = 40) -> None:
     """The Kaggle set's layout: ``normal/<n>.jpg`` and ``potholes/<n>.jpg``.
 
-    A grey road surface; a pothole is a dark, ragged blob on it, a normal street has only the road's grain.
+    A street's asphalt (a view of a gravel photograph); a pothole is a dark, soft-edged hollow in it, a
+    normal street has only the road's grain (`fixture_images.road`).
     """
     rng = np.random.default_rng(1)
     for label in ("normal", "potholes"):
         for n in range(1, per_class + 1):
-            img = _noise(rng, 120, (96, 72), sd=18)
-            if label == "potholes":
-                for _ in range(int(rng.integers(1, 3))):
-                    _blob(rng, img, (35, 30, 28), 0.15, 0.4)
             out = folder / label / f"{n}.jpg"
             out.parent.mkdir(parents=True, exist_ok=True)
-            img.save(out, quality=90)
+            road(label == "potholes", (96, 72), rng).save(out, quality=90)
 
 
 STANFORD_DOGS_FIXTURE = (
@@ -144,43 +131,36 @@ def _write_stanford_dogs(spec: DatasetSpec, folder: Path, per_class: int = 30) -
 
     Both studies that use the set (two breeds; six breeds) read this one fixture, as they share the archive.
     """
-    _colour_classes(folder, STANFORD_DOGS_FIXTURE, per_class, (96, 80), 7,
+    _photo_classes(folder, STANFORD_DOGS_FIXTURE, per_class, (96, 80),
                     lambda c, n: f"{c}/{c.split('-')[0]}_{n}.jpg", 2)
+
+
+CLOUD_MISLABELS = {"Ci": "Cu", "Cu": "St", "St": "Ci"}  # the last two photos of each main genus show this one
 
 
 def _write_clouds(spec: DatasetSpec, folder: Path, per_class: int = 30) -> None:
     """CCSN's layout: ``<genus>/<genus>-N<n>.jpg``, with the three main genera and one more (Cb) to leave out.
 
-    Cirrus: thin white streaks on blue; cumulus: white puffs on blue; stratus: a flat grey layer;
-    cumulonimbus: a dark tower. Texture, not colour alone, tells them apart, as in the sky.
+    Photo-like skies (`fixture_images.sky`): cirrus, thin white streaks on blue; cumulus, white heaps on
+    blue; stratus, a flat grey layer; cumulonimbus, a dark tower. As in any hand-sorted set, a few photos sit
+    in the wrong folder: the last two of Ci, Cu and St (``Ci-N29.jpg``, ``Ci-N30.jpg``, ...) show the genus
+    `CLOUD_MISLABELS` names, so a cleaning report by top losses has real mistakes to find.
     """
     rng = np.random.default_rng(3)
     for genus in ("Ci", "Cu", "St", "Cb"):
         for n in range(1, per_class + 1):
-            if genus == "St":
-                img = _noise(rng, (150, 150, 155), (96, 72), sd=6)
-            else:
-                img = _noise(rng, (70, 120, 200), (96, 72), sd=8)
-                draw = ImageDraw.Draw(img)
-                if genus == "Ci":
-                    for _ in range(5):
-                        x, y = int(rng.integers(0, 96)), int(rng.integers(0, 72))
-                        draw.line((x, y, x + int(rng.integers(20, 50)), y - int(rng.integers(5, 20))), fill=(245, 245, 250), width=2)
-                elif genus == "Cu":
-                    for _ in range(3):
-                        _blob(rng, img, (250, 250, 250), 0.2, 0.35)
-                else:
-                    _blob(rng, img, (60, 60, 70), 0.5, 0.8)
+            shown = CLOUD_MISLABELS[genus] if genus in CLOUD_MISLABELS and n > per_class - 2 else genus
             out = folder / genus / f"{genus}-N{n}.jpg"
             out.parent.mkdir(parents=True, exist_ok=True)
-            img.save(out, quality=90)
+            sky(shown, (96, 72), rng).save(out, quality=90)
 
 
 def _write_pascal(spec: DatasetSpec, folder: Path, n_images: int = 200) -> None:
     """fastai's PASCAL VOC 2007 layout: ``train/<id>.jpg`` and ``train.csv`` (fname, labels, is_valid).
 
-    Each image holds one to three objects; each class is a blob of its own colour (10 hues times 2 tones
-    for VOC's 20 classes), and the labels are the classes of the blobs drawn.
+    Each image holds one to three objects on a grey ground; an object of class k is a view of scene k, a
+    photograph (fixture_images.py), pasted in a quarter of the image of its own, and the labels are the
+    classes pasted.
     """
     rng = np.random.default_rng(4)
     images = folder / spec.images_folder
@@ -189,19 +169,19 @@ def _write_pascal(spec: DatasetSpec, folder: Path, n_images: int = 200) -> None:
     for i in range(n_images):
         present = sorted(rng.choice(len(spec.classes), size=int(rng.integers(1, 4)), replace=False).tolist())
         img = _noise(rng, 128, (80, 80), sd=15)
-        for k in present:
-            r, g, b = colorsys.hsv_to_rgb((k % 10) / 10, 0.9, 0.95 if k < 10 else 0.45)
-            _blob(rng, img, (int(r * 255), int(g * 255), int(b * 255)), 0.2, 0.35)
+        for k, cell in zip(present, rng.permutation(4)):  # each object in a quarter of its own: none hidden
+            x, y = 40 * (cell % 2), 40 * (cell // 2)
+            paste_view(img, k, rng, 0.4, 0.5, within=(x, y, x + 40, y + 40))
         name = f"{i:06d}.jpg"
         img.save(images / name, quality=90)
         rows.append(f"{name},{' '.join(spec.classes[k] for k in present)},{i % 5 == 0}")
     (folder / spec.csv_file).write_text("fname,labels,is_valid\n" + "\n".join(rows) + "\n")
 
 
-def _write_cifar(spec: DatasetSpec, folder: Path, train: int, test: int, hues: int) -> None:
+def _write_cifar(spec: DatasetSpec, folder: Path, train: int, test: int) -> None:
     """fastai's CIFAR layout: ``train/<class>/<n>_<class>.png``, ``test/<class>/...`` and ``labels.txt``; 32x32."""
-    _colour_classes(folder / spec.train_folder, spec.classes, train, (32, 32), hues, lambda c, n: f"{c}/{n}_{c}.png", 5, "png")
-    _colour_classes(folder / spec.valid_folder, spec.classes, test, (32, 32), hues, lambda c, n: f"{c}/{n}_{c}.png", 6, "png")
+    _photo_classes(folder / spec.train_folder, spec.classes, train, (32, 32), lambda c, n: f"{c}/{n}_{c}.png", 5, "png")
+    _photo_classes(folder / spec.valid_folder, spec.classes, test, (32, 32), lambda c, n: f"{c}/{n}_{c}.png", 6, "png")
     (folder / "labels.txt").write_text("\n".join(spec.classes) + "\n")
 
 
@@ -218,7 +198,7 @@ def _write_cub(spec: DatasetSpec, folder: Path, per_class: int = 4) -> None:
     The first ten species carry their real names; the other 190 are named ``Species_<NNN>`` in the same scheme.
     """
     names = [f"{k + 1:03d}.{CUB_FIRST_TEN[k] if k < 10 else f'Species_{k + 1:03d}'}" for k in range(200)]
-    _colour_classes(folder / "images", names, per_class, (48, 48), 20, lambda c, n: f"{c}/{c.split('.')[1]}_{n:04d}.jpg", 7)
+    _photo_classes(folder / "images", names, per_class, (48, 48), lambda c, n: f"{c}/{c.split('.')[1]}_{n:04d}.jpg", 7)
     images, labels, split = [], [], []
     for k, name in enumerate(names):
         for n in range(1, per_class + 1):
@@ -250,7 +230,7 @@ def _write_cats_vs_dogs(spec: DatasetSpec, folder: Path, per_class: int = 24) ->
     Three good photos carry an Exif header and no JFIF one (``Cat/2.jpg``, ``Cat/3.jpg``, ``Dog/2.jpg``): they
     decode, and TFDS's rule counts them as corrupt, as it does many real ones.
     """
-    _colour_classes(folder, ("Cat", "Dog"), per_class, (96, 72), 2, lambda c, n: f"{c}/{n}.jpg", 8)
+    _photo_classes(folder, ("Cat", "Dog"), per_class, (96, 72), lambda c, n: f"{c}/{n}.jpg", 8)
     (folder / "Cat" / "666.jpg").write_bytes(b"")
     whole = (folder / "Dog" / "1.jpg").read_bytes()
     (folder / "Dog" / "11702.jpg").write_bytes(whole[: len(whole) // 2])
@@ -269,12 +249,13 @@ FIXTURE_MAKERS: dict[str, Callable[[DatasetSpec, Path], None]] = {
     "dogs6": _write_stanford_dogs,
     "clouds": _write_clouds,
     "pascal_2007": _write_pascal,
-    "cifar10": lambda spec, folder: _write_cifar(spec, folder, train=20, test=5, hues=10),
-    "cifar100": lambda spec, folder: _write_cifar(spec, folder, train=8, test=2, hues=10),
+    "cifar10": lambda spec, folder: _write_cifar(spec, folder, train=20, test=5),
+    "cifar100": lambda spec, folder: _write_cifar(spec, folder, train=8, test=2),
     "cub200": _write_cub,
     "birds10": _write_cub,
     "cats_vs_dogs": _write_cats_vs_dogs,
     "fashion_mnist": write_fashion_mnist_fixture,  # idx files first, then the real reader's class folders
+    **SMALL_SET_WRITERS,  # study 11's noodles, leaves and butterflies (fixtures_small_sets.py)
 }
 
 
@@ -286,7 +267,7 @@ def write_layout(name: str, folder: Path | str, **sizes: int) -> Path:
     ``train=``/``test=`` for CIFAR): the rehearsal mirror's archives are the same layouts, made larger."""
     spec, folder = get_spec(name), Path(folder)
     if name in _CIFAR_SIZES:
-        _write_cifar(spec, folder, **{**_CIFAR_SIZES[name], **sizes}, hues=10)
+        _write_cifar(spec, folder, **{**_CIFAR_SIZES[name], **sizes})
     else:
         FIXTURE_MAKERS[name](spec, folder, **sizes)
     return folder
@@ -302,14 +283,37 @@ def make_fixture(name: str, root: Path | str = "data/fixtures") -> Path:
     if name not in FIXTURE_MAKERS:
         raise KeyError(f"no fixture for {name!r}; there are fixtures for: {', '.join(sorted(FIXTURE_MAKERS))}")
     folder = Path(root) / spec.archive_root
-    if folder.is_dir():
+    stamp = folder.with_name(f".{folder.name}.writers")  # beside the folder: the layout stays the real one's
+    digest = writers_digest()
+    if folder.is_dir() and stamp.is_file() and stamp.read_text() == digest:
         return folder
     building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
     FIXTURE_MAKERS[name](spec, building)
+    if folder.is_dir() and stamp.is_file() and stamp.read_text() == digest:  # another process was quicker
+        shutil.rmtree(building, ignore_errors=True)
+        return folder
+    if folder.is_dir():  # written by other writers than these: set aside and replaced
+        stale = folder.with_name(f"{folder.name}.stale-{os.getpid()}")
+        try:
+            folder.rename(stale)
+        except OSError:
+            pass
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         building.rename(folder)
     except OSError:  # another process finished the same fixture first: theirs is as good as ours
         shutil.rmtree(building, ignore_errors=True)
         if not folder.is_dir():
             raise
+    stamp.write_text(digest)
     return folder
+
+
+def writers_digest() -> str:
+    """A digest of the code that writes fixtures (the modules of every writer in `FIXTURE_MAKERS`, and
+    fixture_images.py): `make_fixture` rewrites a cached fixture when it changes, so that no run reads
+    images that older writers made."""
+    from . import fixture_images
+
+    sources = {Path(inspect.getsourcefile(f)) for f in FIXTURE_MAKERS.values()} | {Path(fixture_images.__file__)}
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(sources))).hexdigest()

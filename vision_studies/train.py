@@ -28,6 +28,7 @@ from fastai.torch_core import get_model, set_seed
 from fastcore.foundation import L
 
 from .errors import VisionStudiesError
+from .events import quick_events
 from .models import body_pretrained
 
 __all__ = ["pick_device", "amp_mode", "AutocastPrecision", "seed_everything", "fit", "TrainingRun", "CheckpointError", "CHECKPOINT", "BEST"]
@@ -376,7 +377,8 @@ def fit(
         random_state = None  # restored once, at the start of the first fit run after the resume
         if patience is not None:
             cbs.append(_EarlyStopping(monitor, patience, skip, best, wait))
-        learn.fit_one_cycle(n, cbs=cbs, start_epoch=skip, **kwargs)
+        with quick_events(learn):
+            learn.fit_one_cycle(n, cbs=cbs, start_epoch=skip, **kwargs)
     seconds = clock()
     checkpoint.unlink(missing_ok=True)
     # the best epoch of the last fit (fine-tune's unfrozen phase) is the one now in the model
