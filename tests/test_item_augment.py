@@ -102,3 +102,32 @@ def test_cpu_loaders_augment_items_and_leave_validation_alone(tmp_path, workers)
     assert all(min((x - u).abs().mean().item() for u in unchanged) > 1e-3 for x in xb)
     with pytest.raises(ValueError, match="augment_on='gpu'"):
         dataloaders(spec, folder, 32, 4, device="cpu", augment_on="gpu")
+
+
+HANG_CHECK = """
+import numpy as np, torch
+from fastai.vision.core import PILImage
+from vision_studies.item_augment import ItemAugment
+
+augment = ItemAugment("strong", 1024)
+image = PILImage.create(np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8))
+for _ in range(8):  # in this process first, as a 0-worker run does before a 2-worker one
+    augment(image, split_idx=0)
+
+class Images(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+    def __getitem__(self, i):
+        return torch.from_numpy(np.asarray(augment(image, split_idx=0))).float().mean()
+
+print(len(list(torch.utils.data.DataLoader(Images(), batch_size=2, num_workers=2))))
+"""
+
+
+def test_workers_forked_after_augmenting_in_this_process_do_not_hang():
+    """OpenCV's thread pool, once started, is not copied into forked loader workers: they waited forever."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", HANG_CHECK], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "4", done.stderr[-2000:]

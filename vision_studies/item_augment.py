@@ -136,8 +136,10 @@ class ItemAugment(Transform):
         return matrix, self._levels() if self.lights else None
 
     def encodes(self, x: PILImage):
-        if torch.utils.data.get_worker_info() is not None:
-            cv2.setNumThreads(1)  # one loader worker per core already, as fastai gives torch one thread there
+        # No OpenCV thread pool, in the main process or a worker: a pool started before the loader forks its
+        # workers leaves them waiting on threads that were not copied (a hang, met with 2 workers after a run with
+        # 0), and one worker per core already keeps the cores busy. OpenCV: setNumThreads(0) runs sequentially.
+        cv2.setNumThreads(0)
         pixels = np.asarray(x)
         height, width = pixels.shape[:2]
         matrix, lut = self.draw(height, width)
