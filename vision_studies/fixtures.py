@@ -12,6 +12,7 @@ A fixture is rewritten when the code that writes it changes (`writers_digest`).
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 import inspect
 import os
 import shutil
@@ -309,6 +310,7 @@ def make_fixture(name: str, root: Path | str = "data/fixtures") -> Path:
     return folder
 
 
+@lru_cache(maxsize=1)  # the code cannot change under a running process: read and hash it once
 def writers_digest() -> str:
     """A digest of the code that writes fixtures (the modules of every writer in `FIXTURE_MAKERS`, and
     fixture_images.py): `make_fixture` rewrites a cached fixture when it changes, so that no run reads
