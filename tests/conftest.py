@@ -31,11 +31,60 @@ SLOW = {
 }
 
 
+def _reads_notebook_runs(item) -> bool:
+    return "runs" in getattr(item, "fixturenames", ())
+
+
+def pytest_itemcollected(item):
+    file = item.path.name
+    if file in SLOW or f"{file}::{getattr(item, 'originalname', item.name)}" in SLOW:
+        item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        file = item.path.name
-        if file in SLOW or f"{file}::{getattr(item, 'originalname', item.name)}" in SLOW:
-            item.add_marker(pytest.mark.slow)
+    items.sort(key=_reads_notebook_runs)  # the tests that read the executed notebooks last; files keep their order
+
+
+# The executed notebooks (papermill on their fixtures, two at a time) are made by a process of their own that
+# starts as soon as the tests are collected, so the notebooks keep the two cores busy while the other tests run
+# in this process (on one thread each: OMP_NUM_THREADS above); the tests that read them come last and wait.
+_NOTEBOOK_JOB = pytest.StashKey[dict]()
+_RUN_NOTEBOOKS = """
+import pickle, sys
+from pathlib import Path
+from vision_studies.runner import find_notebooks, run_notebooks
+repo, out, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+runs = run_notebooks(find_notebooks(repo / "notebooks", names or None), out, {"FIXTURE": True}, workers=2, cwd=repo)
+(out / "runs.pickle").write_bytes(pickle.dumps({r.notebook: r for r in runs}))
+"""
+
+
+def pytest_collection_finish(session):
+    """Starts the notebooks the selected tests read: those their `name` parameters name (``-k 08`` runs one),
+    or all of them when a test reads `runs` without one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readers = [item for item in session.items if _reads_notebook_runs(item)]
+    if not readers or session.config.option.collectonly:
+        return
+    names = {getattr(item, "callspec", None) and item.callspec.params.get("name") for item in readers}
+    names = sorted(names) if None not in names else []
+    repo = Path(__file__).resolve().parent.parent
+    out = session.config._tmp_path_factory.mktemp("runs")  # what the tmp_path_factory fixture hands out
+    log = open(out / "run_notebooks.log", "w")
+    process = subprocess.Popen([sys.executable, "-c", _RUN_NOTEBOOKS, str(repo), str(out), *names], cwd=repo,
+                               stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"HF_TOKEN": FAKE_TOKEN})
+    session.config.stash[_NOTEBOOK_JOB] = dict(process=process, out=out, log=log)
+
+
+def pytest_sessionfinish(session):
+    job = session.config.stash.get(_NOTEBOOK_JOB, None)
+    if job and job["process"].poll() is None:  # the session ended early (-x, ctrl-c): no notebook is left running
+        job["process"].terminate()
+        job["process"].wait(30)
 
 
 @pytest.fixture(scope="session")
@@ -67,28 +116,17 @@ def fake_hub_token():
 
 
 @pytest.fixture(scope="session")
-def runs(tmp_path_factory, request):
-    """The executed notebooks (papermill, on their fixtures, two at a time, once a session), by notebook name:
-    `vision_studies.runner.NotebookRun`s, each `output` the executed copy. Only those the session's tests ask
-    for run: a test that uses `runs` takes a parameter `name` (a notebook's stem, ``08_pets``), so ``-k 08``
-    runs one notebook; with no such parameter among the selected tests, all of them run."""
-    from pathlib import Path
+def runs(request):
+    """The executed notebooks, by notebook name: `vision_studies.runner.NotebookRun`s, each `output` the executed
+    copy, from the process `pytest_collection_finish` started (a notebook's stem is a test's `name` parameter)."""
+    import pickle
 
-    from vision_studies.runner import find_notebooks, run_notebooks
-
-    repo = Path(__file__).resolve().parent.parent
-    notebooks = find_notebooks(repo / "notebooks")
-    wanted = {item.callspec.params["name"] for item in request.session.items
-              if "runs" in getattr(item, "fixturenames", ()) and "name" in getattr(getattr(item, "callspec", None),
-                                                                                    "params", {})}
-    notebooks = [nb for nb in notebooks if nb.stem in wanted] or notebooks
-    out = tmp_path_factory.mktemp("runs")
-    saved = os.environ.get("HF_TOKEN")
-    os.environ["HF_TOKEN"] = FAKE_TOKEN
-    try:
-        return {r.notebook: r for r in run_notebooks(notebooks, out, {"FIXTURE": True}, workers=2, cwd=repo)}
-    finally:
-        if saved is None:
-            del os.environ["HF_TOKEN"]
-        else:
-            os.environ["HF_TOKEN"] = saved
+    job = request.config.stash[_NOTEBOOK_JOB]
+    job["process"].wait()
+    job["log"].close()
+    result = job["out"] / "runs.pickle"
+    if not result.exists():
+        log = (job["out"] / "run_notebooks.log").read_text(errors="replace")
+        pytest.fail(f"the notebook runs stopped (exit {job['process'].returncode}) before writing their results:\n"
+                    + log[-3000:])
+    return pickle.loads(result.read_bytes())

@@ -108,3 +108,29 @@ def test_the_third_convolution_sees_more_for_few_more_parameters(loaders):
     assert extra == 64 * 64 * 9 + 2 * 64  # one 3x3 convolution without bias, and its batch norm
     xb, yb = three.dls.one_batch()
     assert three.model(xb).shape == (len(xb), 10)
+
+
+def test_the_pipeline_holds_small_image_sets_in_memory_and_augments_their_batches(data_root):
+    """Study 05's and 12's sets are registry entries with `in_memory`: pipeline.data decodes them once; the
+    random changes run on the batches (an item transform would be drawn once for every epoch)."""
+    for study in ("05_mnist", "12_fashion_mnist"):
+        data = pipeline.data(resolve_config(study, fixture=True, data_dir=str(data_root)))
+        assert all(isinstance(dl, MemoryDL) for dl in data.dls.loaders), study
+        assert not [t for t in data.dls.train.after_item.fs if getattr(t, "split_idx", None) == 0]
+        names = [type(t).__name__ for t in data.dls.train.after_batch.fs]
+        assert "FastAffineCoordTfm" in names if study == "05_mnist" else True  # 05's "digits": rotate and zoom
+        assert "FastAffineCoordTfm" in pipeline.describe_datablock(data) or study != "05_mnist"
+        x, _ = data.dls.valid.one_batch()
+        assert x.dtype == torch.float32 and 0 <= float(x.min()) and float(x.max()) <= 1
+
+
+def test_a_set_too_large_to_hold_is_read_item_by_item_and_says_so(fashion, monkeypatch, capsys):
+    import vision_studies.memory_data as memory_data
+
+    spec, path = fashion
+    monkeypatch.setattr(memory_data, "MEMORY_BUDGET", 300 * 28 * 28)  # less than the fixture's 400 images take
+    dls = dataloaders(replace(spec, in_memory=True), path, 28, batch_size=16, augment="none", device="cpu",
+                      in_memory=True)
+    assert not isinstance(dls.train, MemoryDL)
+    said = capsys.readouterr().out
+    assert "fashion_mnist: 400 images at 28 px" in said and "read item by item" in said

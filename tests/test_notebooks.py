@@ -138,15 +138,16 @@ def test_find_notebooks_by_prefix_and_unknown_name():
 
 
 def test_values_passed_to_a_fixture_run_are_the_ones_it_records(tmp_path):
-    """papermill -p ARCH resnet18 -p PRETRAINED False -p EPOCHS 2 -p IMAGE_SIZE 96 on 08 in fixture mode: exactly
-    those are trained (PRETRAINED too: fixture mode's is True, and resnet18 has no weights offline)."""
+    """papermill -p ARCH conv_pool_cnn -p PRETRAINED False -p EPOCHS 1 -p IMAGE_SIZE 32 on 08 in fixture mode:
+    exactly those are trained (PRETRAINED too: fixture mode's is True), each unlike fixture mode's own value."""
     [nb] = find_notebooks(REPO / "notebooks", ["08"])
-    given = {"FIXTURE": True, "ARCH": "resnet18", "PRETRAINED": False, "EPOCHS": 2, "IMAGE_SIZE": 96}
+    given = {"FIXTURE": True, "ARCH": "conv_pool_cnn", "PRETRAINED": False, "EPOCHS": 1, "IMAGE_SIZE": 32}
+    fixture = get_study("08").fixture  # what was left alone is fixture mode's
+    assert all(fixture[k.lower()] != v for k, v in given.items() if k != "FIXTURE")
     [run] = run_notebooks([nb], tmp_path, given, workers=1, cwd=REPO)
     assert run.ok, run.error
     record = run.record
-    assert (record["arch"], record["epochs"], record["image_size"], record["fixture"]) == ("resnet18", 2, 96, True)
+    assert (record["arch"], record["epochs"], record["image_size"], record["fixture"]) == ("conv_pool_cnn", 1, 32, True)
     assert record["pretrained"] is False
-    fixture = get_study("08").fixture  # what was left alone is fixture mode's
     assert (record["batch_size"], record["lr"], record["augment"]) == (fixture["batch_size"], fixture["lr"],
                                                                      fixture["augment"])

@@ -24,6 +24,7 @@ from .augment import augment_transforms
 from .fixtures import make_fixture
 from .images import load_image
 from .labels import check_class_folders
+from .memory_data import fits_in_memory, memory_dataloaders
 from .registry import DatasetSpec, class_of, get_spec
 from .sources import fetch_dataset
 
@@ -336,6 +337,7 @@ def dataloaders(
     table: pd.DataFrame | None = None,
     presize: bool | Path | str = True,
     augment_on: str | None = None,
+    in_memory: bool = False,
 ) -> DataLoaders:
     """Training and validation DataLoaders for the dataset at `path`, laid out as `spec` says.
 
@@ -348,6 +350,7 @@ def dataloaders(
     `augment_on` says where the preset's random changes run: "batches" (fastai's batch transforms, on the
     device: the GPU's way) or "items" (item_augment.py: image by image on the 8-bit pixels, in the loader's
     workers: the CPU's way, eight times cheaper there); None picks by `device`.
+    `in_memory`: decoded once, batches gathered by index, random changes on batches (memory_data.py), if it fits.
     """
     if table is None:
         table = items_table(spec, path, seed, extra_train_folder)
@@ -361,9 +364,11 @@ def dataloaders(
 
         cache = default_cache_dir(path) if presize is True else Path(presize)
         opener = OpenPresized(presize_images(table["path"], image_size, cache, spec.image_mode), spec.image_mode)
-    augment_on = augment_on or augment_on_for(device)
+    in_memory = in_memory and fits_in_memory(spec.name, len(table), 1 if spec.image_mode == "L" else 3, image_size)
+    augment_on = "batches" if in_memory else augment_on or augment_on_for(device)
     block = image_datablock(spec, vocab, image_size, augment, opener=opener, augment_on=augment_on)
-    return block.dataloaders(table, bs=batch_size, num_workers=num_workers, device=device, seed=seed)
+    dls = block.dataloaders(table, bs=batch_size, num_workers=num_workers, device=device, seed=seed)
+    return memory_dataloaders(dls) if in_memory else dls
 
 
 def augment_on_for(device: torch.device | str) -> str:

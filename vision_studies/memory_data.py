@@ -25,7 +25,21 @@ from fasttransform import DisplayedTransform
 from .errors import VisionStudiesError
 from .images import load_image
 
-__all__ = ["MemoryDL", "memory_dataloaders", "decode_all", "RandomShiftFlip", "NotInMemory"]
+__all__ = ["MemoryDL", "memory_dataloaders", "decode_all", "fits_in_memory", "MEMORY_BUDGET", "RandomShiftFlip", "NotInMemory"]
+
+
+# The most a set decoded into memory may take (uint8 pixels): well inside Colab's 12.7 GB of RAM
+MEMORY_BUDGET = 2 * 2**30
+
+
+def fits_in_memory(name: str, n_images: int, channels: int, image_size: int) -> bool:
+    """Whether `n_images` decoded at `image_size` fit `MEMORY_BUDGET`; when not, it says so and what happens."""
+    needed = n_images * channels * image_size * image_size
+    if needed <= MEMORY_BUDGET:
+        return True
+    print(f"{name}: {n_images:,} images at {image_size} px would take {needed / 2**30:.1f} GB decoded, more than "
+          f"the {MEMORY_BUDGET / 2**30:.0f} GB held in memory (memory_data.MEMORY_BUDGET): read item by item instead")
+    return False
 
 
 class NotInMemory(VisionStudiesError, ValueError):

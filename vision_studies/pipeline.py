@@ -24,6 +24,7 @@ from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 
 from .data import augment_on_for, dataloaders, image_datablock, items_table, prepare_dataset, test_split
+from .memory_data import MemoryDL
 from .distributed import (ItemCounter, data_parallel, in_turn, items_per_process, per_process_batch_size,
                           process_device, process_state)
 from .metrics import best_threshold, classification_metrics, multilabel_metrics, results_record, write_results
@@ -106,9 +107,11 @@ def data(config: StudyConfig, *, state: PartialState | None = None) -> StudyData
     batch_size = per_process_batch_size(config.batch_size, processes)
     device = None if state is None else process_device(state)
     dls = dataloaders(spec, path, config.image_size, batch_size, augment=config.augment, seed=config.seed,
-                      device=device, table=table)
+                      device=device, table=table,
+                      in_memory=spec.in_memory and processes == 1)  # several processes each read their share
+    held = isinstance(dls.train, MemoryDL)  # in memory, the random changes run on batches
     block = image_datablock(spec, list(dls.vocab), config.image_size, config.augment,  # the one dls was built from
-                            augment_on=augment_on_for(dls.device))
+                            augment_on="batches" if held else augment_on_for(dls.device))
     return StudyData(spec, Path(path), table, block, dls, test)
 
 
