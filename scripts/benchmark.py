@@ -18,10 +18,10 @@ process spoils one round, not the figure). The sections, and the goals they are 
 3. prediction  `export.load_exported(...).predict` on one image file against the model's raw forward pass at the
                same size: at most 1.15x. Also a folder in batches, and onnxruntime against PyTorch eager.
 4. notebooks   import time against `import fastai.vision.all` (at most 1.10x), kernel start and imports per
-               notebook, and all the study notebooks on their fixtures: under 2 minutes.
+               notebook, and all the study notebooks on their fixtures, two at a time: at most 90 s.
 5. digits      LeNet-5 through our API on scikit-learn's handwritten digits (the MNIST fixture, a stratified
-               20% held out with seed 0): at least 99% held-out accuracy (median of five seeded runs), and
-               the seconds it took.
+               20% held out with seed 0): at least 99% held-out accuracy (the median of five seeded runs), and
+               the seconds a run takes.
 6. threads     what oversubscribing the cores costs, and the thread counts the runner picks.
 7. gpu         on CUDA only: ConvNeXt-tiny training steps (mixed precision, channels-last) against a plain
                loop, and augmentation on the GPU.
@@ -523,7 +523,8 @@ def prediction_figures(report: Report, arch: str, size: int, images: list[Path],
 
 def section_prediction(report: Report, args) -> None:
     n = 16 if args.quick else 64  # a new file for each call in a round; a folder is one batch of 64
-    images_folder = make_jpegs(args.work / f"jpegs-{n}", n)
+    # photos the size of the real sets' (Pets, cats vs dogs: about 500 x 375), which is what a learner predicts
+    images_folder = make_jpegs(args.work / f"jpegs-{n}-500x375", n, PHOTO_SIZES[0])
     images = sorted(images_folder.rglob("*.jpg"))
     configs = [("lenet5", 28)] if args.quick else [("resnet18", 224), ("resnet18", 64)]
     for arch, size in configs:
@@ -590,7 +591,7 @@ def section_notebooks(report: Report, args) -> None:
     failed = [r.notebook for r in results if not r.ok]
     report.add("notebooks", f"all {len(notebooks)} notebooks on fixtures, wall time", total, "s",
                f"{available_cores()} at a time; {len(failed)} failed {failed if failed else ''}; sum of their times "
-               f"{sum(r.seconds for r in results):.0f} s; {_load()}", goal="< 120")
+               f"{sum(r.seconds for r in results):.0f} s; {_load()}", goal="<= 90")
 
 
 # ------------------------------------------------------------------------------------------------ 5. digits

@@ -141,6 +141,17 @@ def test_confusion_matrix_normalised_rows():
     assert texts == ["0.75", "0.25", "0.00", "1.00"]
 
 
+def test_confusion_matrix_of_200_classes_stays_a_readable_size():
+    """CUB's 200 species: a 14-inch square with every tenth class index, not 58 inches of overlapping names."""
+    fig = plot_confusion_matrix(np.eye(200, dtype=int), [f"species {i}" for i in range(200)])
+    ax = fig.axes[0]
+    assert max(fig.get_size_inches()) <= 14
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(i) for i in range(0, 200, 10)]
+    assert "class index" in ax.get_xlabel() and not ax.texts
+    few = plot_confusion_matrix(np.eye(3, dtype=int), ["a", "b", "c"])
+    assert [t.get_text() for t in few.axes[0].get_xticklabels()] == ["a", "b", "c"]
+
+
 # Grad-CAM --------------------------------------------------------------------------------------------------
 
 SIZE, PATCH = 64, 10

@@ -11,7 +11,8 @@ from vision_studies.data import dataloaders
 from fastai.metrics import error_rate
 
 from vision_studies.errors import VisionStudiesError
-from vision_studies.models import LeNet5, PretrainedWeightsUnavailable, body_pretrained, build_learner, count_parameters
+from vision_studies.models import (LeNet5, PretrainedWeightsUnavailable, body_pretrained, build_learner, count_parameters,
+                                   depthwise)
 from vision_studies.train import fit, seed_everything
 
 
@@ -78,6 +79,29 @@ def test_fit_learns_and_keeps_the_best_epoch(mnist_dls, tmp_path):
     # the model we are left with is the best epoch's, not the last one's
     assert learn.validate()[0] == pytest.approx(best, rel=1e-4)
     assert run.history[-1]["accuracy"] > 0.8
+
+
+def test_a_cpu_fit_runs_depthwise_nets_channels_last_and_others_as_they_are(pets_dls, tmp_path):
+    """EfficientNet's depthwise convolutions go channels-last on a CPU (models.depthwise says why); a ResNet and
+    LeNet-5 keep the default layout. Either way the export's weights are plain contiguous tensors."""
+    from fastai.callback.channelslast import ChannelsLast
+
+    from vision_studies.export import export_learner
+
+    assert depthwise(timm.create_model("tf_efficientnet_lite0")) and depthwise(timm.create_model("mobilenetv3_small_050"))
+    assert not depthwise(timm.create_model("resnet10t")) and not depthwise(LeNet5())
+    for arch, channels_last in (("tf_efficientnet_lite0", True), ("resnet10t", False)):
+        learn = build_learner(pets_dls, arch, pretrained=False, path=tmp_path / arch)
+        fit(learn, 1, 1e-3)
+        weight = next(p for p in learn.model.parameters() if p.dim() == 4)
+        assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last, arch
+        assert any(isinstance(cb, ChannelsLast) for cb in learn.cbs) == channels_last
+    fit(learn := build_learner(pets_dls, "tf_efficientnet_lite0", pretrained=False, path=tmp_path / "twice"), 1, 1e-3)
+    fit(learn, 1, 1e-3)
+    assert sum(isinstance(cb, ChannelsLast) for cb in learn.cbs) == 1  # a second fit adds no second one
+    export = export_learner(learn, tmp_path / "export", include_pickle=False, arch="tf_efficientnet_lite0",
+                            image_size=32, multi_label=False)
+    assert (export / "model.safetensors").exists()
 
 
 def test_early_stopping_stops_when_nothing_improves(mnist_dls, tmp_path):

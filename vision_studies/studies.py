@@ -225,7 +225,8 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
            trains="the model; the notebook's cleaning report (APPLY_CLEANING) is not made"),
     _study("04_multilabel", "pascal_2007", MultiLabelConfig,
            dict(arch=CONVNEXT, epochs=5, image_size=224, batch_size=32, lr=3e-3, augment="strong"),
-           dict(**FINE_TUNE, epochs=5, image_size=64, batch_size=16, lr=3e-2, augment="light"),
+           # six epochs: with five, F1 passed but the hamming loss sat one decision in 800 above saying no labels
+           dict(**FINE_TUNE, epochs=6, image_size=64, batch_size=16, lr=3e-2, augment="light"),
            multi_label=True),
     _study("05_mnist", "mnist", MnistConfig,
            dict(arch="lenet5", pretrained=False, epochs=10, image_size=28, batch_size=128, lr=1e-2, augment="digits",
@@ -235,7 +236,7 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
            dict(arch=CONVNEXT_V2, epochs=3, image_size=224, batch_size=64, lr=1e-3, augment="light",
                 scratch_epochs=20, scratch_lr=1e-3),
            dict(**FINE_TUNE, epochs=3, image_size=32, batch_size=32, lr=1e-2,
-                scratch_epochs=6, scratch_lr=3e-3),
+                scratch_epochs=4, scratch_lr=3e-3),
            notebook_only=("scratch_epochs", "scratch_lr"),
            trains="the fine-tuned model (ARCH) only; the notebook's from-scratch CNNs are not trained"),
     _study("07_cifar100", "cifar100", ModelStudyConfig,
@@ -246,7 +247,7 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
            dict(**FINE_TUNE, epochs=4, image_size=64, batch_size=32, lr=1e-2, augment="light")),
     _study("09_cub200", "cub200", CubConfig,
            dict(arch=CONVNEXT_V2, epochs=6, image_size=224, batch_size=32, lr=1e-3, augment="strong"),
-           dict(**FINE_TUNE, epochs=4, image_size=48, batch_size=32, lr=1e-2, augment="light")),
+           dict(**FINE_TUNE, epochs=3, image_size=48, batch_size=32, lr=1e-2, augment="light")),
     _study("10_cats_vs_dogs", "cats_vs_dogs", CatsVsDogsConfig,
            dict(arch="vit_base_patch16_224.augreg2_in21k_ft_in1k", epochs=2, image_size=224, batch_size=64, lr=5e-4,
                 augment="strong"),
@@ -261,7 +262,7 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
                 datasets=("noodles", "leaves", "dogs6", "birds10", "butterflies"),
                 archs=("vgg16.tv_in1k", "vgg19.tv_in1k", "inception_v3.tv_in1k", "legacy_xception.tf_in1k", CONVNEXT_V2)),
            # the pretrained body against a CNN from scratch (experiment.backbone_settings: PRETRAINED is Lite0's)
-           dict(archs=("conv_pool_cnn", LITE0), **FINE_TUNE, epochs=4, image_size=48, batch_size=8, lr=1e-2,
+           dict(archs=("conv_pool_cnn", LITE0), **FINE_TUNE, epochs=3, image_size=48, batch_size=8, lr=1e-2,
                 augment="light", native_size=False),
            refused="it trains several backbones on several datasets and has no one model to train; run its "
                    "notebook: vision-studies run-notebooks 11"),

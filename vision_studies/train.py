@@ -29,7 +29,7 @@ from fastcore.foundation import L
 
 from .errors import VisionStudiesError
 from .events import quick_events
-from .models import body_pretrained
+from .models import body_pretrained, depthwise
 
 __all__ = ["pick_device", "amp_mode", "AutocastPrecision", "seed_everything", "fit", "TrainingRun", "CheckpointError", "CHECKPOINT", "BEST"]
 
@@ -309,9 +309,8 @@ def fit(
     file) is fine-tuned: the new head trains alone for `freeze_epochs`, then the whole network with lower
     rates for the early layers (fastai's `fine_tune`); a body that starts from random weights trains every
     layer from the start. That one rule decides it; there is no argument to get it wrong.
-    On a GPU the forward and backward passes run in mixed precision with channels-last memory layout, the
-    fast path for convolutions on tensor cores: bf16 from compute capability 8.0 on, fp16 with a gradient
-    scaler below it (a T4), as `amp_mode` decides.
+    On a GPU it runs in mixed precision (`amp_mode`: bf16 from compute capability 8.0, fp16 with a gradient
+    scaler below, a T4) and channels-last, tensor cores' fast path; on a CPU, channels-last where `depthwise`.
     `patience` stops early after that many epochs without improvement of `monitor`.
 
     Each epoch saves ``checkpoint.pth`` (and ``best.pth`` when it is the best) in ``learn.path/learn.model_dir``;
@@ -326,6 +325,8 @@ def fit(
         precision = amp_mode(torch.cuda.get_device_capability(device))
         if not any(isinstance(cb, MixedPrecision) for cb in learn.cbs):  # a second fit keeps the first's
             learn.add_cbs([ChannelsLast(), AutocastPrecision(precision, "cuda")])
+    elif device.type == "cpu" and depthwise(learn.model) and not any(isinstance(c, ChannelsLast) for c in learn.cbs):
+        learn.add_cb(ChannelsLast())
     folder = Path(learn.path) / learn.model_dir
     _writable(folder)
     fine_tune = body_pretrained(learn)
