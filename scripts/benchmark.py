@@ -523,8 +523,7 @@ def prediction_figures(report: Report, arch: str, size: int, images: list[Path],
 
 def section_prediction(report: Report, args) -> None:
     n = 16 if args.quick else 64  # a new file for each call in a round; a folder is one batch of 64
-    # photos the size of the real sets' (Pets, cats vs dogs: about 500 x 375), which is what a learner predicts
-    images_folder = make_jpegs(args.work / f"jpegs-{n}-500x375", n, PHOTO_SIZES[0])
+    images_folder = make_jpegs(args.work / f"jpegs-{n}", n)  # 320 x 240, as the issue's figures were taken
     images = sorted(images_folder.rglob("*.jpg"))
     configs = [("lenet5", 28)] if args.quick else [("resnet18", 224), ("resnet18", 64)]
     for arch, size in configs:

@@ -76,14 +76,17 @@ def pytest_collection_finish(session):
     out = session.config._tmp_path_factory.mktemp("runs")  # what the tmp_path_factory fixture hands out
     log = open(out / "run_notebooks.log", "w")
     process = subprocess.Popen([sys.executable, "-c", _RUN_NOTEBOOKS, str(repo), str(out), *names], cwd=repo,
-                               stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"HF_TOKEN": FAKE_TOKEN})
+                               stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"HF_TOKEN": FAKE_TOKEN},
+                               start_new_session=True)  # a group of its own, its notebook processes with it
     session.config.stash[_NOTEBOOK_JOB] = dict(process=process, out=out, log=log)
 
 
 def pytest_sessionfinish(session):
     job = session.config.stash.get(_NOTEBOOK_JOB, None)
     if job and job["process"].poll() is None:  # the session ended early (-x, ctrl-c): no notebook is left running
-        job["process"].terminate()
+        import signal
+
+        os.killpg(job["process"].pid, signal.SIGTERM)
         job["process"].wait(30)
 
 
