@@ -33,8 +33,8 @@ from .registry import DatasetSpec
 from .studies import ConfigError, StudyConfig, check_config
 from .train import TrainingRun, fit, seed_everything
 
-__all__ = ["StudyData", "Evaluation", "StudyRun", "data", "learner", "train", "evaluate", "record", "export",
-           "share", "run_study", "describe_datablock", "describe_learner", "training_plan"]
+__all__ = ["StudyData", "Evaluation", "StudyRun", "data", "study_data", "learner", "train", "evaluate", "record",
+           "export", "share", "run_study", "describe_datablock", "describe_learner", "training_plan"]
 
 T = TypeVar("T")
 
@@ -103,6 +103,14 @@ def data(config: StudyConfig, *, state: PartialState | None = None) -> StudyData
     if getattr(config, "test_pct", 0.0):
         # the dataset's own test images (validation held out of its training ones), else TEST_PCT held out
         table, test = test_split(spec, table, getattr(config, "test_pct", 0.0), config.seed)
+    return study_data(config, spec, path, table, test, state=state)
+
+
+def study_data(config: StudyConfig, spec: DatasetSpec, path: Path | str, table: pd.DataFrame,
+               test: pd.DataFrame | None = None, *,
+               state: PartialState | None = None) -> StudyData:
+    """The DataLoaders of an items table as the study's settings make them, with the DataBlock they were
+    built from: `data`'s last step, and a retrain's (retrain.py) on a cleaned table."""
     processes = 1 if state is None else state.num_processes
     batch_size = per_process_batch_size(config.batch_size, processes)
     device = None if state is None else process_device(state)

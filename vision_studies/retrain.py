@@ -19,7 +19,6 @@ from matplotlib.figure import Figure
 
 from . import pipeline
 from .clean import cleaned_table
-from .data import augment_on_for, dataloaders, image_datablock
 from .pipeline import StudyData, StudyRun
 from .studies import StudyConfig
 from .train import seed_everything
@@ -38,11 +37,7 @@ def retrain_cleaned(config: StudyConfig, data: StudyData, report_rows: pd.DataFr
     table = cleaned_table(data.table, report_rows, data.path)
     changed = replace(config, output_dir=f"{config.output_dir}/{config.study}/{folder}")
     seed_everything(config.seed, deterministic=config.deterministic)
-    dls = dataloaders(data.spec, data.path, config.image_size, config.batch_size, augment=config.augment,
-                      seed=config.seed, table=table)
-    block = image_datablock(data.spec, list(dls.vocab), config.image_size, config.augment,  # the one dls was built from
-                            augment_on=augment_on_for(dls.device))
-    cleaned = StudyData(data.spec, data.path, table, block, dls, data.test)
+    cleaned = pipeline.study_data(config, data.spec, data.path, table, data.test)
     learn = pipeline.learner(changed, cleaned)
     run = pipeline.train(changed, learn)
     evaluation = pipeline.evaluate(changed, learn, cleaned)
