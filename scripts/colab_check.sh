@@ -46,7 +46,12 @@ if [ -z "$python" ]; then
     fi
 fi
 
-mkdir -p "$work"
+mkdir -p "$work" "$wheels"
+# Colab's environment takes 5 GB and its wheels up to 3 GB more: say so up front, not as pip's OSError mid-install
+need_gb=9
+free_gb=$(df --output=avail -BG "$work" | tail -1 | tr -dc 0-9)
+[ "$free_gb" -ge "$need_gb" ] || { echo "colab check: $free_gb GB free under $work, $need_gb GB needed" \
+    "(Colab's environment and its wheels in $wheels): free some disk and run it again" >&2; exit 2; }
 python3 scripts/colab_env.py constraints "$freeze" > "$work/constraints.txt"
 # a fresh environment each run: what an earlier run installed must not hide what this one would replace
 rm -rf "$work/venv" "$work/runs"
@@ -59,7 +64,6 @@ step "$("$work/venv/bin/python" -V) in $work/venv; Colab's versions from $freeze
 # later run on the same machine downloads only what changed: pip's own cache keeps no downloads here.
 "$pip" install --quiet -c "$work/constraints.txt" pip 2> >(quiet >&2)
 runtime=$(python3 scripts/colab_env.py runtime "$freeze" pyproject.toml --extras runner,onnx,demo)
-mkdir -p "$wheels"
 "$pip" download --quiet --dest "$wheels" --find-links "$wheels" -c "$work/constraints.txt" $runtime 2> >(quiet >&2)
 "$pip" install --quiet --no-index --find-links "$wheels" -c "$work/constraints.txt" $runtime 2> >(quiet >&2)
 "$pip" freeze --all > "$work/colab.txt"
