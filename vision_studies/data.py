@@ -1,9 +1,9 @@
 """From a dataset folder on disk to fastai DataLoaders, whatever the dataset's layout.
 
-Every layout in the registry is first read into one table, a row per image: its path, its label (or
-labels), and whether it belongs to the validation set. One DataBlock then turns any such table into
-DataLoaders, so layouts differ only in how the table is read, and the table can be checked against the
-disk (a test counts files) and extended (extra training images, a user's own folder).
+Every layout in the registry is first read into one table, a row per image: its path, its label (or labels), and
+whether it belongs to the validation set. One DataBlock then turns any such table into DataLoaders, so layouts
+differ only in how the table is read, and the table can be checked against the disk (a test counts files) and
+extended (extra training images, a user's own folder).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .fixtures import make_fixture
 from .images import load_image
 from .labels import check_class_folders
 from .memory_data import fits_in_memory, memory_dataloaders
+from .presized_loader import presized_dataloaders
 from .registry import DatasetSpec, class_of, get_spec
 from .sources import fetch_dataset
 
@@ -236,10 +237,9 @@ def items_table(
             raise ValueError(f"extra training folder {extra} holds no images; it should hold <class>/<image> files")
         # folders may carry the dataset's own folder names (CUB's "001.Black_footed_Albatross"): the class is
         # read from them as from the dataset's, so the extra images join the same classes
-        table = pd.concat([table, pd.DataFrame({
-            "path": [str(f) for f in files], "label": [_folder_class(spec, f.parent.name) for f in files],
-            "is_valid": False,
-        })], ignore_index=True)
+        labels = [_folder_class(spec, f.parent.name) for f in files]
+        table = pd.concat([table, pd.DataFrame({"path": [str(f) for f in files], "label": labels, "is_valid": False})],
+                          ignore_index=True)
     if table.empty:
         raise ValueError(f"{path}: no images found; {spec.title} is laid out as {_layout_hint(spec)}")
     n_valid = int(table["is_valid"].sum())
@@ -345,8 +345,8 @@ def dataloaders(
     with training for the same cores. With a GPU, workers decode JPEGs while the GPU trains.
     `table` is an `items_table` already read (and perhaps trimmed by `holdout_test`).
     `presize` keeps every image larger than `image_size`, squished to it, in a cache written once
-    (presize.py): True puts it beside the dataset folder, a path puts it there, False reads the originals
-    every epoch. The table keeps the originals' paths (what a learner sees, cleans and predicts).
+    (presize.py), whose batches read it directly (presized_loader.py): True puts it beside the dataset folder, a
+    path puts it there, False reads the originals every epoch. The table keeps the originals' paths.
     `augment_on` says where the preset's random changes run: "batches" (fastai's batch transforms, on the
     device: the GPU's way) or "items" (item_augment.py: image by image on the 8-bit pixels, in the loader's
     workers: the CPU's way, eight times cheaper there); None picks by `device`.
@@ -368,7 +368,7 @@ def dataloaders(
     augment_on = "batches" if in_memory else augment_on or augment_on_for(device)
     block = image_datablock(spec, vocab, image_size, augment, opener=opener, augment_on=augment_on)
     dls = block.dataloaders(table, bs=batch_size, num_workers=num_workers, device=device, seed=seed)
-    return memory_dataloaders(dls) if in_memory else dls
+    return memory_dataloaders(dls) if in_memory else presized_dataloaders(dls, image_size)  # itself without copies
 
 
 def augment_on_for(device: torch.device | str) -> str:

@@ -120,7 +120,7 @@ def memory_dataloaders(dls: DataLoaders, batch_tfms: list | None = None) -> Data
 
     `batch_tfms` go to the training loader's batch transforms (training batches only, as fastai's random
     augmentations are), after the ones it has."""
-    if not any(isinstance(t, Categorize) for t in dls.train_ds.tls[-1].tfms.fs):
+    if not any(type(t) is Categorize for t in dls.train_ds.tls[-1].tfms.fs):  # not MultiCategorize, its subclass
         raise NotInMemory("in-memory loaders take single-label image sets (a CategoryBlock); this one is not")
     o2i = {v: i for i, v in enumerate(dls.vocab)}
     loaders = []
