@@ -148,14 +148,15 @@ class _Pairs:
 
 
 def _tensor_learner(arch: str, x, y, xv, yv, bs: int, device, path: Path):
-    """Our learner (models.build_learner) on fastai DataLoaders over preloaded tensors."""
+    """Our learner (models.build_learner) on preloaded tensors, its batches gathered by index as our in-memory
+    sets' are (memory_data.MemoryDL: MNIST and Fashion-MNIST in the studies)."""
     from fastai.data.core import DataLoaders
-    from fastai.data.load import DataLoader
 
+    from vision_studies.memory_data import MemoryDL
     from vision_studies.models import build_learner
 
-    dls = DataLoaders(DataLoader(_Pairs(x, y), bs=bs, shuffle=True, drop_last=True),
-                      DataLoader(_Pairs(xv, yv), bs=bs), device=device)
+    dls = DataLoaders(MemoryDL(_Pairs(x, y), images=x, labels=y, bs=bs, shuffle=True, drop_last=True, num_workers=0),
+                      MemoryDL(_Pairs(xv, yv), images=xv, labels=yv, bs=bs, num_workers=0), device=device)
     dls.vocab, dls.loss_func = [str(c) for c in range(int(y.max()) + 1)], None  # what build_learner reads
     return build_learner(dls, arch, pretrained=False, path=path)
 
