@@ -103,6 +103,8 @@ def test_read_copy_takes_only_copies_of_its_size(tmp_path):
     assert read_copy(str(tmp_path / "c.png"), SIZE) is None  # not a Netpbm file
     assert read_copy(str(tmp_path / "c.ppm"), SIZE + 1) is None  # another size
     assert read_copy(str(tmp_path / "missing.ppm"), SIZE) is None
+    (tmp_path / "short.ppm").write_bytes((tmp_path / "c.ppm").read_bytes()[:-1])  # one byte short: no shifted rows
+    assert read_copy(str(tmp_path / "short.ppm"), SIZE) is None
 
 
 def test_a_multi_label_set_stays_per_item(data_root):

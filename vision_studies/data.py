@@ -368,7 +368,7 @@ def dataloaders(
     augment_on = "batches" if in_memory else augment_on or augment_on_for(device)
     block = image_datablock(spec, vocab, image_size, augment, opener=opener, augment_on=augment_on)
     dls = block.dataloaders(table, bs=batch_size, num_workers=num_workers, device=device, seed=seed)
-    return memory_dataloaders(dls) if in_memory else presized_dataloaders(dls, image_size)  # itself without copies
+    return memory_dataloaders(dls) if in_memory else presized_dataloaders(dls, image_size)  # as they are without copies
 
 
 def augment_on_for(device: torch.device | str) -> str:

@@ -9,7 +9,9 @@ path's own `item_augment.ItemAugment`, stacked into one uint8 tensor. The pixels
 path's (the same draws in the same order from torch's generator), the batch transforms after are the
 loader's own, and the fastai `Datasets` behind it is unchanged, so `show_batch`, `test_dl`, `get_preds` and
 the interpretation plots work as before. An image with no usable copy (too small to presize, a damaged copy)
-is read by the per-item path, which also names a file that does not decode.
+is read by the per-item path, which also names a file that does not decode. One difference: fastai's loader
+opens and changes the images of a last, short batch that `drop_last` then throws away; this one does not, so
+a training run draws fewer random numbers from the second epoch on (the same seed, another stream).
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ import weakref
 import numpy as np
 import torch
 from fastai.data.core import DataLoaders, TfmdDL
-from fastai.torch_core import to_device
 from fastai.data.transforms import Categorize, ToTensor
-from fastai.torch_core import TensorCategory, TensorImage, TensorImageBW
+from fastai.torch_core import TensorCategory, TensorImage, TensorImageBW, to_device
 
 from .augment import SquishResize
 from .item_augment import ItemAugment
@@ -34,20 +35,17 @@ _PER_ITEM = (SquishResize, ItemAugment, ToTensor)  # the item transforms this pa
 
 def read_copy(path: str, size: int) -> np.ndarray | None:
     """A presized copy's pixels (size, size, channels) uint8, read without PIL; None when the file is not a
-    copy of that size as presize.py writes them (PIL's ``P6``/``P5`` header: magic, width, height, 255)."""
+    whole copy of that size as presize.py writes them (PIL's Netpbm header ``P6`` or ``P5``, then the bytes)."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError:
         return None
-    fields = data[:32].split(maxsplit=4)
-    if len(fields) < 5 or fields[0] not in (b"P6", b"P5") or fields[1:4] != [b"%d" % size, b"%d" % size, b"255"]:
-        return None
-    channels = 3 if fields[0] == b"P6" else 1
-    start = len(data) - size * size * channels
-    if start <= 0 or not data[start - 1 : start].isspace():
-        return None
-    return np.frombuffer(data, np.uint8, offset=start).reshape(size, size, channels)
+    for magic, channels in ((b"P6", 3), (b"P5", 1)):
+        header = b"%s\n%d %d\n255\n" % (magic, size, size)  # PIL's PpmImagePlugin writes exactly this
+        if data.startswith(header) and len(data) == len(header) + size * size * channels:
+            return np.frombuffer(data, np.uint8, offset=len(header)).reshape(size, size, channels)
+    return None
 
 
 class PresizedDL(TfmdDL):
@@ -92,6 +90,7 @@ class PresizedDL(TfmdDL):
             # the sampler refers back to this loader), it is let go after this one, and stops its workers at once.
             weakref.finalize(self, _let_go, self._workers)
         for b in self._workers:
+            b = tuple(b)  # pinned memory turns the tuple into a list (as fastai's loop also mends)
             yield self.after_batch(b if self.device is None else to_device(b, self.device))
         self.after_iter()
 
