@@ -13,6 +13,8 @@ from fastai.metrics import error_rate
 from vision_studies.errors import VisionStudiesError
 from vision_studies.models import (LeNet5, PretrainedWeightsUnavailable, body_pretrained, build_learner, count_parameters,
                                    depthwise)
+from vision_studies.pipeline import rate_from_finder, suggest_lr
+from vision_studies.studies import resolve_config
 from vision_studies.train import fit, seed_everything
 
 
@@ -184,3 +186,23 @@ def test_domain_errors_share_one_base_and_keep_their_builtins():
                 MissingToken: PermissionError}
     for error, builtin in builtins.items():
         assert issubclass(error, VisionStudiesError) and issubclass(error, builtin), error
+
+
+def test_the_finders_rate_is_its_valley_unless_that_is_its_noisy_flat_start():
+    assert rate_from_finder(3.98e-3, 1.2e-2) == 3.98e-3  # the valley, as fastai suggests
+    assert rate_from_finder(2e-4, 1.2e-2) == 2e-4  # well below the rule of thumb, still within two decades
+    assert rate_from_finder(6.31e-7, 1.2e-2) == 1.2e-2  # CI's noisy curve: a tenth of the lowest loss's rate
+
+
+def test_suggest_lr_runs_fastais_finder_and_follows_its_curve(mnist_dls, tmp_path):
+    from fastai.callback.schedule import minimum, valley
+
+    seed_everything(0)
+    learn = build_learner(mnist_dls, "lenet5", pretrained=False, path=tmp_path)
+    lr = suggest_lr(resolve_config("05_mnist", fixture=True), learn, show_plot=False)
+    # the reference: fastai's own suggestion functions on the curve the finder recorded, trimmed as lr_find trims it
+    num_it = 40  # a fixture run's
+    lrs = torch.tensor(learn.recorder.lrs[num_it // 10 : -5])
+    losses = torch.tensor([float(v) for v in learn.recorder.losses[num_it // 10 : -5]])
+    expected = rate_from_finder(valley(lrs, losses, num_it)[0], minimum(lrs, losses, num_it)[0])
+    assert lr == pytest.approx(expected) and 1e-7 < lr < 10

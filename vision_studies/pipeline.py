@@ -33,7 +33,7 @@ from .registry import DatasetSpec
 from .studies import ConfigError, StudyConfig, check_config
 from .train import TrainingRun, fit, seed_everything
 
-__all__ = ["StudyData", "Evaluation", "StudyRun", "data", "study_data", "learner", "train", "evaluate", "record",
+__all__ = ["StudyData", "Evaluation", "StudyRun", "data", "study_data", "learner", "suggest_lr", "rate_from_finder", "train", "evaluate", "record",
            "export", "share", "run_study", "describe_datablock", "describe_learner", "training_plan"]
 
 T = TypeVar("T")
@@ -171,14 +171,35 @@ def training_plan(learn: Learner, epochs: int, lr: float) -> str:
             f"slice({lr / 200:.2e}, {lr / 2:.2e}), pct_start=0.3, div=5)")
 
 
+def rate_from_finder(valley: float, minimum: float) -> float:
+    """The rate a run takes from the finder's two suggestions: the valley of its curve (fastai's default), unless
+    that lies more than two decades below `minimum`, fastbook's rule of thumb (a tenth of the rate at the lowest
+    loss). On a few dozen fixture images the curve can be noise whose "valley" is its flat start: CI once met
+    6.3e-07 there, and a fine-tune at that rate learns nothing."""
+    return float(minimum) if valley < minimum / 100 else float(valley)
+
+
+def suggest_lr(config: StudyConfig, learn: Learner, show_plot: bool = True) -> float:
+    """fastai's learning-rate finder (its plot when `show_plot`) and the rate taken from it (`rate_from_finder`)."""
+    from fastai.callback.schedule import SuggestionMethod
+
+    found = learn.lr_find(num_it=40 if config.fixture else 100, show_plot=show_plot,
+                          suggest_funcs=(SuggestionMethod.Valley, SuggestionMethod.Minimum))
+    lr = rate_from_finder(found.valley, found.minimum)
+    if lr != found.valley:
+        print(f"the curve's valley, {found.valley:.2e}, lies over two decades below a tenth of the rate at its "
+              f"lowest loss: taking that instead (fastbook's rule)")
+    print(f"suggested learning rate: {lr:.2e}")
+    return lr
+
+
 def train(config: StudyConfig, learn: Learner) -> TrainingRun:
     """Fit with the one-cycle policy, keeping the best epoch; LR 0 takes the learning-rate finder's
     suggestion (then in ``run.extra["lr"]``); PATIENCE stops after that many epochs without a lower validation
     loss. With RESUME, continue from an interrupted run's checkpoint."""
     lr = config.lr
     if not lr:
-        lr = float(learn.lr_find(num_it=40 if config.fixture else 100, show_plot=False).valley)
-        print(f"learning rate from the finder: {lr:.2e}")
+        lr = suggest_lr(config, learn, show_plot=False)
     print(training_plan(learn, config.epochs, lr))
     if config.patience:
         print(f"  with EarlyStoppingCallback(monitor='valid_loss', patience={config.patience})")
