@@ -134,3 +134,13 @@ def test_a_set_too_large_to_hold_is_read_item_by_item_and_says_so(fashion, monke
     assert not isinstance(dls.train, MemoryDL)
     said = capsys.readouterr().out
     assert "fashion_mnist: 400 images at 28 px" in said and "read item by item" in said
+
+
+def test_decoding_a_large_set_shows_a_bar_and_a_small_one_does_not(loaders, monkeypatch, capsys):
+    from vision_studies import memory_data
+
+    memory_dataloaders(loaders)
+    assert "images into memory" not in capsys.readouterr().err  # the fixture's few hundred: a fraction of a second
+    monkeypatch.setattr(memory_data, "PROGRESS_FROM", 1)  # as Fashion-MNIST's 70,000 images are
+    memory_dataloaders(loaders)
+    assert f"decoding {len(loaders.train_ds):,} images into memory" in capsys.readouterr().err
