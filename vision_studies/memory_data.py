@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from .errors import VisionStudiesError
 from .images import load_image
 
-__all__ = ["MemoryDL", "memory_dataloaders", "decode_all", "fits_in_memory", "MEMORY_BUDGET", "RandomShiftFlip", "NotInMemory"]
+__all__ = ["MemoryDL", "memory_dataloaders", "decode_all", "fits_in_memory", "single_label", "class_indices",
+           "MEMORY_BUDGET", "RandomShiftFlip", "NotInMemory"]
 
 
 # The most a set decoded into memory may take (uint8 pixels): well inside Colab's 12.7 GB of RAM
@@ -120,17 +121,27 @@ class MemoryDL(TfmdDL):
         return super().new(dataset, cls, **kwargs)
 
 
+def single_label(dls: DataLoaders) -> bool:
+    """Whether `dls` label each image with one class (a CategoryBlock; not MultiCategorize, its subclass)."""
+    return any(type(t) is Categorize for t in dls.train_ds.tls[-1].tfms.fs)
+
+
+def class_indices(dls: DataLoaders, dl: TfmdDL) -> torch.Tensor:
+    """The class index of each of `dl`'s items (N,) long, in `dls.vocab`'s order, as Categorize encodes them."""
+    o2i = {v: i for i, v in enumerate(dls.vocab)}
+    return torch.tensor([o2i[label] for label in dl.dataset.items["label"]], dtype=torch.long)
+
+
 def memory_dataloaders(dls: DataLoaders, batch_tfms: list | None = None) -> DataLoaders:
     """`dls` (per-item fastai DataLoaders, as `data.dataloaders` builds them) with each loader held in memory.
 
     `batch_tfms` go to the training loader's batch transforms (training batches only, as fastai's random
     augmentations are), after the ones it has."""
-    if not any(type(t) is Categorize for t in dls.train_ds.tls[-1].tfms.fs):  # not MultiCategorize, its subclass
+    if not single_label(dls):
         raise NotInMemory("in-memory loaders take single-label image sets (a CategoryBlock); this one is not")
-    o2i = {v: i for i, v in enumerate(dls.vocab)}
     loaders = []
     for k, dl in enumerate(dls.loaders):
-        labels = torch.tensor([o2i[label] for label in dl.dataset.items["label"]], dtype=torch.long)
+        labels = class_indices(dls, dl)
         after_batch = list(dl.after_batch.fs) + (list(batch_tfms or []) if k == 0 else [])
         loaders.append(dl.new(cls=MemoryDL, images=decode_all(dl), labels=labels, after_batch=after_batch,
                               num_workers=0))

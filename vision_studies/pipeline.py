@@ -33,8 +33,9 @@ from .registry import DatasetSpec
 from .studies import ConfigError, StudyConfig, check_config
 from .train import TrainingRun, fit, seed_everything
 
-__all__ = ["StudyData", "Evaluation", "StudyRun", "data", "study_data", "learner", "suggest_lr", "rate_from_finder", "train", "evaluate", "record",
-           "export", "share", "run_study", "describe_datablock", "describe_learner", "training_plan"]
+__all__ = ["StudyData", "Evaluation", "StudyRun", "data", "study_data", "learner", "suggest_lr", "rate_from_finder",
+           "train", "evaluate", "record", "export", "share", "run_study", "describe_datablock", "describe_learner",
+           "training_plan"]
 
 T = TypeVar("T")
 

@@ -21,11 +21,12 @@ import weakref
 import numpy as np
 import torch
 from fastai.data.core import DataLoaders, TfmdDL
-from fastai.data.transforms import Categorize, ToTensor
+from fastai.data.transforms import ToTensor
 from fastai.torch_core import TensorCategory, TensorImage, TensorImageBW, to_device
 
 from .augment import SquishResize
 from .item_augment import ItemAugment
+from .memory_data import class_indices, single_label
 from .presize import OpenPresized
 
 __all__ = ["PresizedDL", "BatchReader", "presized_dataloaders", "read_copy"]
@@ -159,13 +160,12 @@ def presized_dataloaders(dls: DataLoaders, size: int) -> DataLoaders:
     with each loader reading its batches from the copies; `dls` itself when its items do not fit this path
     (a multi-label set, an opener or item transform of another kind)."""
     opener = next((t for t in dls.train_ds.tls[0].tfms.fs if isinstance(t, OpenPresized)), None)
-    if (opener is None or not any(type(t) is Categorize for t in dls.train_ds.tls[-1].tfms.fs)  # MultiCategorize: no
+    if (opener is None or not single_label(dls)
             or any(not isinstance(t, _PER_ITEM) for dl in dls.loaders for t in dl.after_item.fs)):
         return dls
-    o2i = {v: i for i, v in enumerate(dls.vocab)}
     loaders = []
     for dl in dls.loaders:
-        labels = torch.tensor([o2i[label] for label in dl.dataset.items["label"]], dtype=torch.long)
+        labels = class_indices(dls, dl)
         copies = [opener.cached.get(str(path)) for path in dl.dataset.items["path"]]
         augment = next((t for t in dl.after_item.fs if isinstance(t, ItemAugment) and dl.dataset.split_idx == 0), None)
         loaders.append(dl.new(cls=PresizedDL, copies=copies, labels=labels, size=size, augment=augment))
