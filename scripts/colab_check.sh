@@ -18,6 +18,7 @@ notebooks="${COLAB_NOTEBOOKS:-04 05 08}"
 wheels="${COLAB_WHEELS:-$HOME/.cache/vision-studies/colab-wheels}"
 start=$SECONDS
 step() { echo "colab check [$((SECONDS - start)) s]: $*"; }
+unset PYTHONDONTWRITEBYTECODE  # see step 1
 # this machine's pip configuration names local index folders that lack most packages; pip says so per package
 quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
@@ -65,7 +66,11 @@ step "$("$work/venv/bin/python" -V) in $work/venv; Colab's versions from $freeze
 "$pip" install --quiet -c "$work/constraints.txt" pip 2> >(quiet >&2)
 runtime=$(python3 scripts/colab_env.py runtime "$freeze" pyproject.toml --extras runner,onnx,demo)
 "$pip" download --quiet --dest "$wheels" --find-links "$wheels" -c "$work/constraints.txt" $runtime 2> >(quiet >&2)
-"$pip" install --quiet --no-index --find-links "$wheels" -c "$work/constraints.txt" $runtime 2> >(quiet >&2)
+# --no-compile: byte-compiling every file of those 5 GB took 110 of the install's 158 s here. Python compiles
+# what the notebooks import when they first import it, and keeps it: this script writes bytecode even where
+# the environment says not to (PYTHONDONTWRITEBYTECODE, as on CI's machine), or every process would compile
+# torch, fastai and the rest anew (10 s of CPU each).
+"$pip" install --quiet --no-compile --no-index --find-links "$wheels" -c "$work/constraints.txt" $runtime 2> >(quiet >&2)
 "$pip" freeze --all > "$work/colab.txt"
 step "Colab's runtime installed: $runtime"
 
