@@ -16,8 +16,12 @@ repo="$PWD"
 work="$repo/build/colab"
 notebooks="${COLAB_NOTEBOOKS:-04 05 08}"
 wheels="${COLAB_WHEELS:-$HOME/.cache/vision-studies/colab-wheels}"
+uv_cache="${UV_CACHE_DIR:-$HOME/.cache/vision-studies/uv}"
 start=$SECONDS
 step() { echo "colab check [$((SECONDS - start)) s]: $*"; }
+# uv (PyPI) at the version constraints.txt pins, in a small environment of its own
+uv() { [ -x "$work/uv/bin/uv" ] || { python3 -m venv "$work/uv" && "$work/uv/bin/pip" install --quiet -c constraints.txt uv \
+    2> >(quiet >&2); }; UV_CACHE_DIR="$uv_cache" "$work/uv/bin/uv" "$@"; }
 unset PYTHONDONTWRITEBYTECODE  # see step 1
 # this machine's pip configuration names local index folders that lack most packages; pip says so per package
 quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
@@ -37,9 +41,8 @@ for candidate in "${COLAB_PYTHON:-}" "$(command -v python3.13 || true)" "$HOME"/
 done
 if [ -z "$python" ]; then
     step "no Python 3.13 here: trying uv (pip install uv; uv python install 3.13)"
-    python3 -m venv "$work/uv" && "$work/uv/bin/pip" install --quiet uv
-    if "$work/uv/bin/uv" python install 3.13; then
-        python="$("$work/uv/bin/uv" python find 3.13)"
+    if uv python install 3.13; then
+        python="$(uv python find 3.13)"
     else
         echo "colab check: no Python 3.13: install one (pyenv install 3.13, Debian 13's python3.13, or uv where" \
              "GitHub is reachable) and set COLAB_PYTHON to it" >&2
@@ -48,11 +51,12 @@ if [ -z "$python" ]; then
 fi
 
 mkdir -p "$work" "$wheels"
-# Colab's environment takes 5 GB and its wheels up to 3 GB more: say so up front, not as pip's OSError mid-install
+# Colab's wheels take 3 GB and uv's cache of them unpacked 5.4 GB (the environment links to it): say so up front,
+# not as an OSError mid-install
 need_gb=9
 free_gb=$(df --output=avail -BG "$work" | tail -1 | tr -dc 0-9)
 [ "$free_gb" -ge "$need_gb" ] || { echo "colab check: $free_gb GB free under $work, $need_gb GB needed" \
-    "(Colab's environment and its wheels in $wheels): free some disk and run it again" >&2; exit 2; }
+    "(Colab's wheels in $wheels, uv's copy of them unpacked in $uv_cache): free some disk and run it again" >&2; exit 2; }
 python3 scripts/colab_env.py constraints "$freeze" > "$work/constraints.txt"
 # a fresh environment each run: what an earlier run installed must not hide what this one would replace
 rm -rf "$work/venv" "$work/runs"
@@ -63,14 +67,23 @@ step "$("$work/venv/bin/python" -V) in $work/venv; Colab's versions from $freeze
 # 1. Colab's runtime: its pip, and its versions of the packages our install meets (those of ours it has).
 # Their wheels (torch's CUDA libraries make them 3 GB) are kept in a folder outside the checkout, so a
 # later run on the same machine downloads only what changed: pip's own cache keeps no downloads here.
+# uv installs them (this is the runtime as Colab ships it, not a step a learner runs; the install cell below is
+# pip's): pip took 50 to 160 s here to write the 5 GB, most of it byte-compiling every file; uv took 19 s with
+# its cache empty and 1 s with it filled, linking the files from its cache (beside the wheels). The same
+# versions either way (their pip freezes compared equal). Python compiles what the notebooks import when they
+# first import it, and keeps it: this script writes bytecode even where the environment says not to
+# (PYTHONDONTWRITEBYTECODE, as on CI's machine), or every process would compile torch, fastai and the rest
+# anew (10 s of CPU each).
 "$pip" install --quiet -c "$work/constraints.txt" pip 2> >(quiet >&2)
 runtime=$(python3 scripts/colab_env.py runtime "$freeze" pyproject.toml --extras runner,onnx,demo)
-"$pip" download --quiet --dest "$wheels" --find-links "$wheels" -c "$work/constraints.txt" $runtime 2> >(quiet >&2)
-# --no-compile: byte-compiling every file of those 5 GB took 110 of the install's 158 s here. Python compiles
-# what the notebooks import when they first import it, and keeps it: this script writes bytecode even where
-# the environment says not to (PYTHONDONTWRITEBYTECODE, as on CI's machine), or every process would compile
-# torch, fastai and the rest anew (10 s of CPU each).
-"$pip" install --quiet --no-compile --no-index --find-links "$wheels" -c "$work/constraints.txt" $runtime 2> >(quiet >&2)
+install_runtime() { uv pip install --quiet --python "$work/venv/bin/python" --no-index --find-links "$wheels" \
+    -c "$work/constraints.txt" $runtime; }
+# from the kept wheels alone when they hold every pinned version; else pip fetches what is missing (asking
+# PyPI about all of them takes half a minute, so only then) and the install runs again
+if ! install_runtime 2>/dev/null; then
+    "$pip" download --quiet --dest "$wheels" --find-links "$wheels" -c "$work/constraints.txt" $runtime 2> >(quiet >&2)
+    install_runtime
+fi
 "$pip" freeze --all > "$work/colab.txt"
 step "Colab's runtime installed: $runtime"
 
@@ -108,6 +121,7 @@ step "notebooks $notebooks ran on Colab's versions"
 # script, so the checkout is not on sys.path)
 "$pip" install --quiet -c "$work/constraints.txt" pytest 2> >(quiet >&2)
 "$work/venv/bin/pytest" -q -p no:cacheprovider tests/test_onnx.py tests/test_precision.py tests/test_colab.py
-# the environment is 5 GB: gone unless asked to keep it (COLAB_KEEP=1), so the next run starts as fresh
+# the environment (links into uv's cache, and this run's bytecode): gone unless asked to keep it (COLAB_KEEP=1),
+# so the next run starts as fresh
 [ "${COLAB_KEEP:-0}" = 1 ] || rm -rf "$work/venv"
 step "done"

@@ -16,6 +16,7 @@ from PIL import Image, ImageFile
 from vision_studies.images import (
     BadImageError,
     ImageProblem,
+    channels,
     drop_bad_images,
     find_bad_images,
     load_image,
@@ -249,3 +250,13 @@ def test_problem_report_round_trips_odd_names(tmp_path):
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows == [{"path": str(problems[0].path), "problem": "corrupt", "detail": problems[0].detail}]
+
+
+def test_channels_follow_the_mode_images_are_opened_in():
+    # what load_image makes of a photo in each mode is what the count must describe
+    photo = Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8))
+    for mode in ("RGB", "L"):
+        opened = np.asarray(photo.convert(mode))
+        assert channels(mode) == (opened.shape[2] if opened.ndim == 3 else 1)
+    with pytest.raises(ValueError, match="'CMYK'"):
+        channels("CMYK")

@@ -22,7 +22,7 @@ from fastai.vision.core import PILImage, PILImageBW
 
 from .augment import augment_transforms
 from .fixtures import make_fixture
-from .images import load_image
+from .images import channels, load_image
 from .labels import check_class_folders
 from .memory_data import fits_in_memory, memory_dataloaders
 from .presized_loader import presized_dataloaders
@@ -364,7 +364,7 @@ def dataloaders(
 
         cache = default_cache_dir(path) if presize is True else Path(presize)
         opener = OpenPresized(presize_images(table["path"], image_size, cache, spec.image_mode), spec.image_mode)
-    in_memory = in_memory and fits_in_memory(spec.name, len(table), 1 if spec.image_mode == "L" else 3, image_size)
+    in_memory = in_memory and fits_in_memory(spec.name, len(table), channels(spec.image_mode), image_size)
     augment_on = "batches" if in_memory else augment_on or augment_on_for(device)
     block = image_datablock(spec, vocab, image_size, augment, opener=opener, augment_on=augment_on)
     dls = block.dataloaders(table, bs=batch_size, num_workers=num_workers, device=device, seed=seed)

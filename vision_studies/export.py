@@ -30,6 +30,7 @@ from torch.nn.parameter import is_lazy
 
 from .card import model_card
 from .errors import VisionStudiesError
+from .images import channels
 from .models import SCRATCH_MODELS
 from .predict import TorchPredictor
 from .registry import get_spec
@@ -76,7 +77,7 @@ class ExportConfig:
 
     @property
     def n_in(self) -> int:
-        return 1 if self.image_mode == "L" else 3
+        return channels(self.image_mode)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -104,7 +105,7 @@ class ExportConfig:
               and all(isinstance(c, str) for c in data["classes"]), "a non-empty list of class names")
         check("image_size", isinstance(data["image_size"], int) and data["image_size"] > 0, "a positive integer")
         check("image_mode", data["image_mode"] in ("RGB", "L"), '"RGB" or "L"')
-        n_in = 1 if data["image_mode"] == "L" else 3
+        n_in = channels(data["image_mode"])
         for name in ("mean", "std"):
             if data.get(name) is not None:
                 check(name, isinstance(data[name], list) and len(data[name]) == n_in

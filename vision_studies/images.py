@@ -30,6 +30,7 @@ __all__ = [
     "BadImageError",
     "ImageProblem",
     "load_image",
+    "channels",
     "find_bad_images",
     "write_problem_report",
     "drop_bad_images",
@@ -133,6 +134,13 @@ def _to_mode(im: Image.Image, mode: str) -> Image.Image:
         return im.convert(mode)
     except ValueError:  # no direct conversion (CMYK to L, say): go through RGB, which every mode reaches
         return im.convert("RGB").convert(mode)
+
+
+def channels(mode: str) -> int:
+    """How many channels a network's input has for images opened as `mode`: 1 for "L", 3 for "RGB"."""
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode={mode!r}: images are opened as 'RGB' (colour) or 'L' (grayscale)")
+    return 1 if mode == "L" else 3
 
 
 def load_image(
