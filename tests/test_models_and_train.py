@@ -13,7 +13,7 @@ from fastai.metrics import error_rate
 from vision_studies.errors import VisionStudiesError
 from vision_studies.models import (LeNet5, PretrainedWeightsUnavailable, body_pretrained, build_learner, count_parameters,
                                    depthwise)
-from vision_studies.pipeline import rate_from_finder, suggest_lr
+from vision_studies.pipeline import FINDER_STOP_TOO_EARLY, rate_from_finder, suggest_lr
 from vision_studies.studies import resolve_config
 from vision_studies.train import fit, seed_everything
 
@@ -206,3 +206,29 @@ def test_suggest_lr_runs_fastais_finder_and_follows_its_curve(mnist_dls, tmp_pat
     losses = torch.tensor([float(v) for v in learn.recorder.losses[num_it // 10 : -5]])
     expected = rate_from_finder(valley(lrs, losses, num_it)[0], minimum(lrs, losses, num_it)[0])
     assert lr == pytest.approx(expected) and 1e-7 < lr < 10
+
+
+def test_a_finder_stopped_by_a_lucky_first_batch_sweeps_the_whole_range_again(mnist_dls, tmp_path, capsys):
+    from fastai.callback.core import Callback
+    from fastai.callback.schedule import minimum, valley
+
+    class LuckyFirstBatch(Callback):
+        """CI's fixture run of 02: a first batch whose loss is far below the next ones'."""
+        order = -1  # before the Recorder smooths the loss
+
+        def after_loss(self):
+            if self.training and self.train_iter == 0:
+                self.learn.loss = self.learn.loss / 100
+
+    seed_everything(0)
+    learn = build_learner(mnist_dls, "lenet5", pretrained=False, path=tmp_path)
+    learn.add_cb(LuckyFirstBatch())
+    learn.lr_find(num_it=40, show_plot=False, suggest_funcs=None)  # (its suggestions would raise IndexError)
+    assert learn.recorder.lrs[-1] < FINDER_STOP_TOO_EARLY  # fastai's own finder is fooled: it stopped at once
+    lr = suggest_lr(resolve_config("05_mnist", fixture=True), learn, show_plot=False)
+    assert "sweeping the whole range again without stopping" in capsys.readouterr().out
+    assert len(learn.recorder.lrs) == 40 and learn.recorder.lrs[-1] > 1  # the second sweep ran to its end
+    lrs = torch.tensor(learn.recorder.lrs[4:-5])
+    losses = torch.tensor([float(v) for v in learn.recorder.losses[4:-5]])
+    assert lr == pytest.approx(rate_from_finder(valley(lrs, losses, 40)[0], minimum(lrs, losses, 40)[0]))
+    assert lr > FINDER_STOP_TOO_EARLY

@@ -180,12 +180,31 @@ def rate_from_finder(valley: float, minimum: float) -> float:
     return float(minimum) if valley < minimum / 100 else float(valley)
 
 
+# fastai's finder stops once its smoothed loss passes 4 times its lowest (`stop_div`), taking that for divergence.
+# No fine-tune diverges at rates this low: a stop under it is one lucky first batch (CI's fixture run of 02 once
+# began at loss 0.28 against batches of about 1.0, stopped at 2.5e-06, and "suggested" 6.3e-07).
+FINDER_STOP_TOO_EARLY = 1e-4
+
+
 def suggest_lr(config: StudyConfig, learn: Learner, show_plot: bool = True) -> float:
-    """fastai's learning-rate finder (its plot when `show_plot`) and the rate taken from it (`rate_from_finder`)."""
+    """fastai's learning-rate finder (its plot when `show_plot`) and the rate taken from it (`rate_from_finder`).
+    A sweep that stopped below `FINDER_STOP_TOO_EARLY` runs again over its whole range, without stopping."""
     from fastai.callback.schedule import SuggestionMethod
 
-    found = learn.lr_find(num_it=40 if config.fixture else 100, show_plot=show_plot,
-                          suggest_funcs=(SuggestionMethod.Valley, SuggestionMethod.Minimum))
+    sweep = dict(num_it=40 if config.fixture else 100, show_plot=False,
+                 suggest_funcs=(SuggestionMethod.Valley, SuggestionMethod.Minimum))
+    try:
+        found = learn.lr_find(**sweep)
+    except IndexError:  # fastai's suggestions need at least 10 points of curve, and the sweep stopped sooner
+        found = None
+    if (stopped := learn.recorder.lrs[-1]) < FINDER_STOP_TOO_EARLY:
+        print(f"the finder stopped at {stopped:.1e}, where no fine-tune diverges: its first batches' loss was low by "
+              f"chance, not a sign of divergence; sweeping the whole range again without stopping")
+        found = learn.lr_find(**sweep, stop_div=False)
+    if show_plot:  # the curve, with the two suggestions on it (lr_find's own plot, drawn once the sweep stands)
+        lrs, losses = torch.tensor(learn.recorder.lrs), learn.recorder.losses  # (suggestions went through float32)
+        points = [(lr, float(losses[int((lrs - lr).abs().argmin())])) for lr in found]
+        learn.recorder.plot_lr_find(suggestions=points, nms=list(found._fields))
     lr = rate_from_finder(found.valley, found.minimum)
     if lr != found.valley:
         print(f"the curve's valley, {found.valley:.2e}, lies over two decades below a tenth of the rate at its "
