@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +76,21 @@ def test_the_clouds_fixture_plants_photos_in_the_wrong_folder(tmp_path):
     assert CLOUD_MISLABELS["St"] == "Ci" and blue(folder / "St" / "St-N30.jpg") > 40  # a blue cirrus sky, filed as St
     assert blue(folder / "Ci" / "Ci-N1.jpg") > 40 and blue(folder / "Cu" / "Cu-N29.jpg") < 10  # Cu-N29 is stratus
     assert sky("St", (32, 24), np.random.default_rng(0)).size == (32, 24)
+
+
+def test_a_fixture_is_stamped_before_it_appears(tmp_path, monkeypatch):
+    # The notebooks' process and the tests' write the same fixtures at once on a fresh clone. A folder that
+    # appeared before its stamp could be taken by the other process for an older writers' and removed under
+    # its user, so at the moment the folder is renamed into place its stamp must already be whole.
+    at_rename = []
+    rename = Path.rename
+
+    def watched(self, target):
+        if ".building-" in self.name:
+            stamp = Path(target).with_name(f".{Path(target).name}.writers")
+            at_rename.append(stamp.is_file() and stamp.read_text() == writers_digest())
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", watched)
+    assert make_fixture("potholes", tmp_path).is_dir() and at_rename == [True]
+    assert not [p for p in tmp_path.rglob("*") if ".writers." in p.name]  # no partial stamp left beside it

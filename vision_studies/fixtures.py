@@ -290,23 +290,26 @@ def make_fixture(name: str, root: Path | str = "data/fixtures") -> Path:
         return folder
     building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
     FIXTURE_MAKERS[name](spec, building)
-    if folder.is_dir() and stamp.is_file() and stamp.read_text() == digest:  # another process was quicker
-        shutil.rmtree(building, ignore_errors=True)
-        return folder
-    if folder.is_dir():  # written by other writers than these: set aside and replaced
-        stale = folder.with_name(f"{folder.name}.stale-{os.getpid()}")
+    if not (folder.is_dir() and stamp.is_file() and stamp.read_text() == digest):  # no other process was quicker
+        if folder.is_dir():  # written by other writers than these: set aside and replaced
+            stale = folder.with_name(f"{folder.name}.stale-{os.getpid()}")
+            try:
+                folder.rename(stale)
+            except OSError:
+                pass
+            shutil.rmtree(stale, ignore_errors=True)
+        # stamped before it appears, so a process that finds the folder never takes it for an older writers' one
+        # and removes it under its user (as one that came between the rename and a later stamp would)
+        partial = stamp.with_name(f"{stamp.name}.{os.getpid()}")
+        partial.write_text(digest)
+        partial.replace(stamp)  # whole or not there: a reader never meets a half-written stamp
         try:
-            folder.rename(stale)
-        except OSError:
-            pass
-        shutil.rmtree(stale, ignore_errors=True)
-    try:
-        building.rename(folder)
-    except OSError:  # another process finished the same fixture first: theirs is as good as ours
-        shutil.rmtree(building, ignore_errors=True)
-        if not folder.is_dir():
-            raise
-    stamp.write_text(digest)
+            building.rename(folder)
+            return folder
+        except OSError:  # another process finished the same fixture first: theirs is as good as ours
+            if not folder.is_dir():
+                raise
+    shutil.rmtree(building, ignore_errors=True)
     return folder
 
 
