@@ -15,7 +15,10 @@ from fastai.optimizer import OptimWrapper, detuplify_pg, set_item_pg
 from fastai.vision.learner import vision_learner
 from torch import nn
 
+from . import dispatch
 from .errors import VisionStudiesError
+
+dispatch.install()  # fastai's callbacks called as fastai calls them, without sorting them again at every event
 
 __all__ = ["LeNet5", "SmallBNCNN", "SmallBNCNN3", "NaiveCNN", "ConvPoolCNN", "BatchNormDropoutCNN", "BatchNormCNN",
            "build_learner", "body_pretrained", "count_parameters", "depthwise", "PretrainedWeightsUnavailable",
