@@ -20,6 +20,8 @@ import weakref
 from fastai.callback.core import event
 from fastai.learner import Learner
 
+__all__ = ["install", "call", "call_one", "FASTAI_CALL", "FASTAI_CALL_ONE"]
+
 FASTAI_CALL = Learner.__call__
 FASTAI_CALL_ONE = Learner._call_one
 
