@@ -256,7 +256,7 @@ def _screen_once(paths: list[Path], max_pixels: int | None, progress: bool, reco
         files[keys[p]] = [stamps[p], None if problem is None else [problem.problem, problem.detail]]
     verdicts = [(p, files[keys[p]][1]) for p in paths]
     record.parent.mkdir(parents=True, exist_ok=True)
-    partial = record.with_name(record.name + ".partial")
+    partial = record.with_name(f"{record.name}.{os.getpid()}.partial")  # processes screening the same folder
     partial.write_text(json.dumps({"max_pixels": max_pixels, "files": files}), encoding="utf-8")
     partial.replace(record)  # a run stopped while writing leaves the old record whole
     return [found.get(p) or ImageProblem(p, *verdict) for p, verdict in verdicts if verdict is not None]

@@ -82,7 +82,7 @@ def _write_copy(source: str, target: Path, size: int, mode: str, max_pixels: int
     except (BadImageError, OSError):
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # processes presizing the same folder
     im.save(partial, FORMAT)
     partial.replace(target)  # a run stopped mid-write leaves no half copy under the final name
     return True
@@ -149,7 +149,7 @@ def presize_images(
                     entries[keys[source]] = [stamps[source], name]
                 bar.update()
         folder.mkdir(parents=True, exist_ok=True)
-        partial = manifest_file.with_name(MANIFEST + ".partial")
+        partial = manifest_file.with_name(f"{MANIFEST}.{os.getpid()}.partial")
         partial.write_text(json.dumps({"settings": settings, "files": entries}), encoding="utf-8")
         partial.replace(manifest_file)
     return {s: str(folder / entries[keys[s]][1]) for s in sources
