@@ -32,7 +32,11 @@ SLOW = {
 
 
 def _reads_notebook_runs(item) -> bool:
-    return "runs" in getattr(item, "fixturenames", ())
+    """Whether `item` reads the executed notebooks: this file's `runs`, not a test module's own fixture of that
+    name (test_distributed.py once had one, and so the slow tier ran every notebook beside itself for nothing)."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.get("runs", ()) if info else ()
+    return bool(defs) and not defs[-1].baseid.endswith(".py")  # a conftest's fixtures have its folder's id
 
 
 def pytest_itemcollected(item):

@@ -39,7 +39,7 @@ def _train(launcher: list[str], data: Path, out: Path) -> tuple[subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def one_and_two_process_runs(tmp_path_factory):
     """The one-process run and the two-process run, each from an empty data folder of its own."""
     tmp = tmp_path_factory.mktemp("distributed")
     one = _train([sys.executable], tmp / "data1", tmp / "one")
@@ -53,8 +53,8 @@ def _record(out: Path) -> dict:
     return json.loads((out / "05_mnist" / "results.json").read_text())
 
 
-def test_two_processes_learn_as_well_as_one(runs):
-    tmp, (_, one_seconds), (_, two_seconds) = runs
+def test_two_processes_learn_as_well_as_one(one_and_two_process_runs):
+    tmp, (_, one_seconds), (_, two_seconds) = one_and_two_process_runs
     one, two = _record(tmp / "one"), _record(tmp / "two")
     print(f"\none process: accuracy {one['metrics']['accuracy']:.4f}, training {one['seconds']:.1f} s, "
           f"command {one_seconds:.1f} s\ntwo processes: accuracy {two['metrics']['accuracy']:.4f}, "
@@ -64,16 +64,16 @@ def test_two_processes_learn_as_well_as_one(runs):
     assert abs(two["metrics"]["accuracy"] - one["metrics"]["accuracy"]) <= TOLERANCE
 
 
-def test_each_process_trains_on_its_own_half(runs):
-    tmp, _, _ = runs
+def test_each_process_trains_on_its_own_half(one_and_two_process_runs):
+    tmp, _, _ = one_and_two_process_runs
     one, two = _record(tmp / "one"), _record(tmp / "two")
     assert two["batch_size"] == one["batch_size"] == 32 and two["batch_size_per_process"] == 16
     # the same images per epoch in all: one process's share, twice, is what one process alone trains on
     assert two["items_per_process"]["train"] == [one["items_per_process"]["train"][0] // 2] * 2
 
 
-def test_the_validation_set_is_scored_whole_and_exactly_once(runs, mnist):
-    tmp, _, _ = runs
+def test_the_validation_set_is_scored_whole_and_exactly_once(one_and_two_process_runs, mnist):
+    tmp, _, _ = one_and_two_process_runs
     spec, path = mnist
     truth = Counter(p.parent.name for p in (path / spec.valid_folder).glob("*/*.png"))
     metrics = _record(tmp / "two")["metrics"]
@@ -84,8 +84,8 @@ def test_the_validation_set_is_scored_whole_and_exactly_once(runs, mnist):
     assert len(shares) == 2 and 0 <= sum(shares) - metrics["n"] < 2  # fastai pads the last share by at most one
 
 
-def test_process_0_alone_writes_one_record_and_one_export(runs, mnist):
-    tmp, _, (done, _) = runs
+def test_process_0_alone_writes_one_record_and_one_export(one_and_two_process_runs, mnist):
+    tmp, _, (done, _) = one_and_two_process_runs
     out = tmp / "two"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("results.json")) == ["05_mnist/results.json"]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("config.json")) == ["05_mnist/export/config.json"]

@@ -35,3 +35,23 @@ def test_console_shows_the_table_and_the_failure_not_the_kernels_log(tmp_path):
     assert "without encryption" not in console and "KeyboardInterrupt" not in console
     # the kernel still says what it says, in its own log beside the executed notebook
     assert "without encryption" in (out / "01_fine.kernel.log").read_text()
+
+
+def test_each_kernel_is_shut_down_when_its_notebook_is_done(tmp_path):
+    # One worker runs both notebooks in turn; the second looks for the first one's kernel. nbclient leaves a
+    # kernel whose manager it was handed (ours) running until the worker ends: 1.2 GB a study notebook.
+    from vision_studies.runner import run_notebooks
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    pid_file = tmp_path / "first_kernel.pid"
+    _notebook(notebooks / "01_first.ipynb", f"import os\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))")
+    _notebook(notebooks / "02_second.ipynb", "import os, time\n"
+              f"pid = int(open({str(pid_file)!r}).read())\n"
+              "deadline = time.monotonic() + 30\n"
+              "while os.path.exists(f'/proc/{pid}') and time.monotonic() < deadline:\n"
+              "    time.sleep(0.1)\n"
+              "state = open(f'/proc/{pid}/stat').read().split()[2] if os.path.exists(f'/proc/{pid}') else 'gone'\n"
+              "assert state in ('gone', 'Z'), f'the first kernel, {pid}, is still running ({state})'")
+    runs = run_notebooks(sorted(notebooks.glob("*.ipynb")), tmp_path / "runs", workers=1, cwd=tmp_path)
+    assert [r.ok for r in runs] == [True, True], [r.error for r in runs]
