@@ -197,7 +197,7 @@ def suggest_lr(config: StudyConfig, learn: Learner, show_plot: bool = True) -> f
         found = learn.lr_find(**sweep)
     except IndexError:  # fastai's suggestions need at least 10 points of curve, and the sweep stopped sooner
         found = None
-    if (stopped := learn.recorder.lrs[-1]) < FINDER_STOP_TOO_EARLY:
+    if (stopped := learn.recorder.lrs[-1]) < FINDER_STOP_TOO_EARLY or found is None:
         print(f"the finder stopped at {stopped:.1e}, where no fine-tune diverges: its first batches' loss was low by "
               f"chance, not a sign of divergence; sweeping the whole range again without stopping")
         found = learn.lr_find(**sweep, stop_div=False)

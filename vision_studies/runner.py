@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -140,7 +141,11 @@ def _shut_down_after(km):
         yield km
     finally:
         if km.has_kernel:
-            run_sync(km.shutdown_kernel)(now=True)
+            try:
+                run_sync(km.shutdown_kernel)(now=True)
+            except Exception as e:  # the notebook's own outcome stands; say why its kernel may still be there
+                print(f"warning: could not shut down the kernel (pid {getattr(km.provisioner, 'pid', '?')}): {e!r}",
+                      file=sys.stderr)
 
 
 def _execute(notebook: Path, out_dir: Path, parameters: dict[str, Any], cwd: Path, threads: int, timeout: int) -> NotebookRun:
