@@ -30,7 +30,7 @@ _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _plan(learn: Learner, event_name: str) -> list:
-    cbs = learn.cbs.items if hasattr(learn.cbs, "items") else list(learn.cbs)
+    cbs = learn.cbs.items  # fastai keeps them in an L
     held = _plans.get(learn)
     if held is None or len(held[0]) != len(cbs) or any(a is not b for a, b in zip(held[0], cbs)):
         held = _plans[learn] = (list(cbs), {})
