@@ -155,6 +155,29 @@ def test_adamw_layer_groups_freeze_and_keep_norms_undecayed():
     assert not fresh.opt.state[body[0].weight]  # the frozen body took no step
 
 
+def test_adamw_reads_and_sets_hyper_parameters_as_fastais_optimizer_wrapper_does():
+    """`AdamW.hypers` and `set_hyper` are fastai's `OptimWrapper.hypers` (every decaying half) and
+    `_BaseOptimizer.set_hyper`, written to be cheap: a fit reads and sets them several times a batch."""
+    from fastai.optimizer import OptimWrapper, _BaseOptimizer
+
+    layers = [torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2)]
+
+    def opt():
+        return AdamW([list(m.parameters()) for m in layers], lr=1e-3)
+
+    for value in (slice(1e-4, 1e-2), slice(None, 1e-2), 3e-3, [1e-4, 2e-4, 3e-4], np.array([1e-5, 1e-4, 1e-3])):
+        ours, theirs = opt(), opt()
+        ours.set_hyper("lr", value)
+        _BaseOptimizer.set_hyper(theirs, "lr", value)
+        ours.set_hyper("mom", 0.85)  # the first of the betas tuple
+        _BaseOptimizer.set_hyper(theirs, "mom", 0.85)
+        assert ours.opt.param_groups == theirs.opt.param_groups, value
+        assert ours.hypers == OptimWrapper.hypers.fget(ours)[::2] and len(ours.hypers) == 3
+        assert ours.hypers[0]["mom"] == 0.85 and ours.hypers[0]["sqr_mom"] == 0.99
+    with pytest.raises(ValueError, match="Trying to set 2 values for lr but there are 3 parameter groups"):
+        opt().set_hyper("lr", [1e-3, 1e-2])
+
+
 def test_runner_counts_usable_cores_and_reads_how_long_notebooks_took(tmp_path):
     cores = available_cores()
     assert 1 <= cores <= (os.cpu_count() or 1)
@@ -236,62 +259,3 @@ def test_the_gpu_section_runs_its_code_on_the_cpu(tmp_path):
                  "JPEG decoding: torchvision.io.decode_jpeg on cpu / PIL on one core"):
         assert name in figures and np.isfinite(figures[name].value) and figures[name].value > 0, (name, sorted(figures))
     assert "hand-written loop" in figures["convnext_atto: our fit, images per second"].detail
-
-
-def test_the_event_table_sends_fastais_events_in_fastais_order(tmp_path):
-    """Callbacks see the same events, in the same order, through `events.quick_events` as through fastai."""
-    import fastai.callback.progress  # noqa: F401  (adds Learner.no_bar)
-    from fastai.callback.core import Callback
-    from fastai.data.core import DataLoaders
-    from fastai.data.load import DataLoader
-    from fastai.learner import Learner
-    from fastai.losses import CrossEntropyLossFlat
-
-    from vision_studies.events import quick_events
-
-    class Every(Callback):
-        order = 5
-
-        def __init__(self):
-            super().__init__()
-            self.log = []
-
-    for name in ("before_fit", "before_epoch", "before_batch", "after_pred", "after_loss", "before_backward",
-                 "after_backward", "before_step", "after_step", "after_batch", "before_validate", "after_epoch",
-                 "after_fit"):
-        setattr(Every, name, lambda self, name=name: self.log.append((name, self.training)))
-
-    class Few(Callback):
-        order = 50  # after Every: the order holds through the table
-
-        def __init__(self):
-            super().__init__()
-            self.log = []
-
-        def after_loss(self):
-            self.log.append("after_loss")
-
-        def after_epoch(self):
-            self.log.append("after_epoch")
-
-    x, y = torch.randn(24, 4), torch.randint(0, 2, (24,))
-    pairs = list(zip(x, y))
-
-    def run(quick: bool):
-        torch.manual_seed(0), random.seed(0)  # the weights, and the loader's shuffle
-        dls = DataLoaders(DataLoader(pairs, bs=8, shuffle=True), DataLoader(pairs[:8], bs=8))
-        learn = Learner(dls, torch.nn.Linear(4, 2), loss_func=CrossEntropyLossFlat(), path=tmp_path)
-        every, few = Every(), Few()
-        with learn.no_bar(), learn.no_logging():
-            if quick:
-                with quick_events(learn):
-                    learn.fit(2, 1e-2, cbs=[every, few])
-            else:
-                learn.fit(2, 1e-2, cbs=[every, few])
-        assert "_call_one" not in vars(learn)  # fastai's own dispatch afterwards
-        return every.log, few.log, [p.detach().clone() for p in learn.model.parameters()]
-
-    theirs, ours = run(False), run(True)
-    assert ours[0] == theirs[0] and len(theirs[0]) > 40
-    assert ours[1] == theirs[1] and theirs[1].count("after_epoch") == 2 and theirs[1].count("after_loss") == 8
-    assert all(torch.equal(a, b) for a, b in zip(ours[2], theirs[2]))  # and the same training

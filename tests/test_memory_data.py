@@ -49,6 +49,23 @@ def test_memory_loaders_give_the_per_item_loaders_items_and_labels(loaders):
     assert len(seen) == len(held.train) * held.train.bs and len(set(seen)) == len(seen) and set(seen) <= every
 
 
+def test_an_epoch_in_memory_is_the_one_fastais_own_iteration_makes(loaders):
+    """MemoryDL.__iter__ against fastai's DataLoader.__iter__ on the same loader: the same shuffled order from
+    the same random draws, the same batches (drop_last or not), the random batch transforms drawing alike."""
+    from fastai.data.load import DataLoader
+
+    held = memory_dataloaders(loaders, batch_tfms=[RandomShiftFlip(pad=2)])
+    for dl in (held.train, held.train.new(drop_last=False, bs=7), held.valid):
+        epochs = []
+        for iterate in (iter, DataLoader.__iter__):
+            dl.rng.seed(3), torch.manual_seed(5)
+            epochs.append([(x.clone(), y.clone(), type(x), type(y)) for x, y in iterate(dl)])
+        ours, fastais = epochs
+        assert len(ours) == len(fastais) == len(dl) > 1
+        for (x, y, tx, ty), (fx, fy, ftx, fty) in zip(ours, fastais):
+            assert torch.equal(x, fx) and torch.equal(y, fy) and (tx, ty) == (ftx, fty)
+
+
 def test_new_items_are_read_from_their_files_again(loaders):
     held = memory_dataloaders(loaders)
     test = held.test_dl(loaders.valid_ds.items, with_labels=True)

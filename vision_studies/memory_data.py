@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from fastai.data.core import DataLoaders, TfmdDL
 from fastai.data.transforms import Categorize
-from fastai.torch_core import TensorCategory, TensorImage, TensorImageBW
+from fastai.torch_core import TensorCategory, TensorImage, TensorImageBW, to_device
 from fasttransform import DisplayedTransform
 from tqdm.auto import tqdm
 
@@ -110,8 +110,24 @@ class MemoryDL(TfmdDL):
         return 0 if s is None else s
 
     def do_batch(self, b):
-        i = torch.as_tensor(list(b), dtype=torch.long)
+        i = b if isinstance(b, torch.Tensor) else torch.as_tensor(list(b), dtype=torch.long)
         return self._image_type(self.images[i]), TensorCategory(self.labels[i])
+
+    def __iter__(self):
+        """fastai's `DataLoader.__iter__`, with the same order from the same random draws, each batch sliced
+        from it and gathered here. Items in memory need none of the machinery that fastai's loader runs per
+        batch for reading items (torch's loader iterator, a call per item, a move to the CPU they are already on):
+        about 0.15 ms a batch, as much as a tenth of a LeNet-5 step. So workers are never started either."""
+        self.randomize()
+        self.before_iter()
+        order = torch.as_tensor(list(self.get_idxs()), dtype=torch.long)
+        torch.empty((), dtype=torch.int64).random_()  # the draw torch's loader iterator makes (its workers' seed)
+        end = len(order) - len(order) % self.bs if self.drop_last else len(order)
+        to_other_device = self.device is not None and torch.device(self.device).type != "cpu"
+        for start in range(0, end, self.bs):
+            b = self.do_batch(order[start : start + self.bs])
+            yield self.after_batch(to_device(b, self.device) if to_other_device else b)
+        self.after_iter()
 
     def new(self, dataset=None, cls=None, **kwargs):
         if dataset is not None and dataset is not self.dataset:

@@ -9,14 +9,17 @@ import torch
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import Normalize
 from fastai.learner import Learner
-from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
+from fastai.losses import BCEWithLogitsLossFlat
 from fastai.metrics import accuracy, accuracy_multi
-from fastai.optimizer import OptimWrapper, detuplify_pg, set_item_pg
+from fastai.optimizer import OptimWrapper, set_item_pg
+from fastcore.basics import even_mults
+from fastcore.foundation import L
 from fastai.vision.learner import vision_learner
 from torch import nn
 
 from . import dispatch
 from .errors import VisionStudiesError
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss
 
 dispatch.install()  # fastai's callbacks called as fastai calls them, without sorting them again at every event
 
@@ -173,10 +176,34 @@ class AdamW(OptimWrapper):
 
     @property
     def hypers(self):
-        # each group's hyper-parameters, as its decaying half holds them; read several times a batch (the
-        # scheduler's set_hyper, the recorder), so only those halves are turned into fastai's names
-        return [{self.fwd_map.get(k, k): v for k, v in detuplify_pg(pg).items() if k != "params"}
-                for pg in self.opt.param_groups[::2]]
+        # each group's hyper-parameters, as its decaying half holds them, in fastai's names. Read five times a
+        # batch (the scheduler's two reads and two writes, the recorder), so this is fastai's detuplify_pg
+        # with a plain isinstance for its is_listy: a torch group holds numbers, flags and the betas tuple
+        fwd, out = self.fwd_map, []
+        for pg in self.opt.param_groups[::2]:
+            h = {}
+            for k, v in pg.items():
+                if k == "params":
+                    continue
+                if isinstance(v, (tuple, list)):
+                    for i, v_ in enumerate(v):
+                        h[fwd.get(f"{k}__{i}", f"{k}__{i}")] = v_
+                else:
+                    h[fwd.get(k, k)] = v
+            out.append(h)
+        return out
+
+    def set_hyper(self, k, v):
+        """fastai's `set_hyper`, counting the groups rather than building their tensor lists and hypers to count."""
+        n = len(self.opt.param_groups) // 2
+        if isinstance(v, slice):
+            v = even_mults(v.start, v.stop, n) if v.start else [v.stop / 10] * (n - 1) + [v.stop]
+        v = L(v, use_list=None)
+        if len(v) == 1:
+            v = v * n
+        if len(v) != n:
+            raise ValueError(f"Trying to set {len(v)} values for {k} but there are {n} parameter groups.")
+        self._set_hyper(k, v)
 
     def _set_hyper(self, k, v):
         for i, v_ in enumerate(v):
@@ -225,7 +252,7 @@ def build_learner(
         raise ValueError("label_smoothing applies to single-label datasets; this one is multi-label")
     common = dict(
         metrics=[partial(accuracy_multi, thresh=0.5)] if multi_label else [accuracy],
-        loss_func=BCEWithLogitsLossFlat() if multi_label else CrossEntropyLossFlat(label_smoothing=label_smoothing),
+        loss_func=BCEWithLogitsLoss() if multi_label else CrossEntropyLoss(label_smoothing=label_smoothing),
         path=path,
         opt_func=AdamW,
     )

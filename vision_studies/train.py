@@ -18,7 +18,6 @@ from typing import Any
 import fastai.callback.channelslast  # noqa: F401  (adds Learner.to_channelslast)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import AMPMode, MixedPrecision
-import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle and fine_tune)
 import numpy as np
 import torch
 from fastai.callback.core import Callback
@@ -28,8 +27,8 @@ from fastai.torch_core import get_model, set_seed
 from fastcore.foundation import L
 
 from .errors import VisionStudiesError
-from .events import quick_events
 from .models import body_pretrained, depthwise
+from .one_cycle import fit_one_cycle
 
 __all__ = ["pick_device", "amp_mode", "AutocastPrecision", "seed_everything", "fit", "TrainingRun", "CheckpointError", "CHECKPOINT", "BEST"]
 
@@ -378,8 +377,7 @@ def fit(
         random_state = None  # restored once, at the start of the first fit run after the resume
         if patience is not None:
             cbs.append(_EarlyStopping(monitor, patience, skip, best, wait))
-        with quick_events(learn):
-            learn.fit_one_cycle(n, cbs=cbs, start_epoch=skip, **kwargs)
+        fit_one_cycle(learn, n, cbs=cbs, start_epoch=skip, **kwargs)
     seconds = clock()
     checkpoint.unlink(missing_ok=True)
     # the best epoch of the last fit (fine-tune's unfrozen phase) is the one now in the model
