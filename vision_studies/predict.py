@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from scipy.special import expit, softmax
+from scipy.special import expit
 from torch import nn
 
 from .errors import VisionStudiesError
@@ -67,14 +67,17 @@ def preprocess(images: ImageInput | Sequence[ImageInput], config: ExportConfig) 
         # (both sides still at least twice the input): as the training loader's presized copies were made
         # (presize.py), so a prediction sees the pixels validation saw
         im = _open(image, config.image_mode, draft=(2 * size, 2 * size))
-        im = im.convert(config.image_mode).resize((size, size), Image.Resampling.BILINEAR)
-        arrays.append(np.asarray(im, dtype=np.float32).reshape(size, size, config.n_in))
-    batch = np.stack(arrays).transpose(0, 3, 1, 2) / np.float32(255)
+        if im.mode != config.image_mode:  # a PIL image given as it is
+            im = im.convert(config.image_mode)
+        arrays.append(np.asarray(im.resize((size, size), Image.Resampling.BILINEAR)).reshape(size, size, config.n_in))
+    # one float32 copy, in (N, C, H, W) order, then scaled and normalised in place: the same values as
+    # out-of-place arithmetic, without four more arrays (a single prediction's cost beside a small network)
+    batch = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32, order="C")
+    batch /= np.float32(255)
     if config.mean is not None:
-        mean = np.asarray(config.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(config.std, dtype=np.float32).reshape(1, -1, 1, 1)
-        batch = (batch - mean) / std
-    return np.ascontiguousarray(batch, dtype=np.float32)
+        batch -= np.asarray(config.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        batch /= np.asarray(config.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return batch
 
 
 class Predictor:
@@ -88,7 +91,11 @@ class Predictor:
         raise NotImplementedError
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        return expit(logits) if self.config.multi_label else softmax(logits, axis=1)
+        if self.config.multi_label:
+            return expit(logits)
+        # scipy's softmax, written out: scipy's goes through its array-API dispatch, 0.1 ms for one image
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
 
     def decode(self, probs: np.ndarray) -> list:
         classes = self.config.classes
