@@ -12,9 +12,9 @@ from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat
 from fastai.metrics import accuracy, accuracy_multi
 from fastai.optimizer import OptimWrapper, set_item_pg
+from fastai.vision.learner import vision_learner
 from fastcore.basics import even_mults
 from fastcore.foundation import L
-from fastai.vision.learner import vision_learner
 from torch import nn
 
 from . import dispatch
