@@ -290,3 +290,32 @@ def test_read_only_model_folder_is_a_clear_error_before_training(tmp_path):
         folder.chmod(0o755)
         (folder / "models").chmod(0o755)
         shutil.rmtree(folder)
+
+
+def test_every_random_generator_comes_back_from_a_saved_state_old_or_new(tmp_path):
+    """What a checkpoint keeps of the generators (train._random_state, words packed as tensors), saved and loaded
+    without unpickling, gives the same next draws from Python, NumPy, torch and each loader; so does a checkpoint
+    of the earlier format, which kept the words as lists."""
+    import random
+
+    import numpy as np
+
+    from vision_studies.train import _random_state, _set_random_state
+
+    learn = _learner(tmp_path)
+    learn.recorder.smooth_loss.reset()
+
+    def draws():
+        return (random.random(), float(np.random.rand()), float(torch.rand(())),
+                [dl.rng.random() for dl in learn.dls.loaders])
+
+    state = _random_state(learn)
+    torch.save(state, tmp_path / "state.pth")
+    expected = draws()
+    _set_random_state(learn, torch.load(tmp_path / "state.pth", weights_only=True))
+    assert draws() == expected
+    old = state | {"python": [state["python"][0], state["python"][1].tolist(), state["python"][2]],
+                   "numpy": [state["numpy"][0], state["numpy"][1].tolist(), *state["numpy"][2:]],
+                   "loaders": [[s[0], s[1].tolist(), s[2]] for s in state["loaders"]]}
+    _set_random_state(learn, old)
+    assert draws() == expected

@@ -187,7 +187,8 @@ class AdamW(OptimWrapper):
                     continue
                 if isinstance(v, (tuple, list)):
                     for i, v_ in enumerate(v):
-                        h[fwd.get(f"{k}__{i}", f"{k}__{i}")] = v_
+                        name = f"{k}__{i}"
+                        h[fwd.get(name, name)] = v_
                 else:
                     h[fwd.get(k, k)] = v
             out.append(h)
