@@ -54,14 +54,25 @@ def has_plot(outputs: list[dict]) -> bool:
 
 
 def text(outputs: list[dict]) -> str:
-    """What the outputs printed (streams) and displayed as plain text, joined."""
-    parts = []
+    """What the outputs printed (streams) and displayed as plain text, joined.
+
+    Consecutive writes to one stream are one text, as Jupyter shows them: a kernel may flush a single
+    `print` in two messages (seen in CI: "...above:" then " True"), and that split must not matter.
+    """
+    parts: list[str] = []
+    last_stream = None
     for o in outputs:
         if o.get("output_type") == "stream":
-            parts.append(o.get("text", ""))
+            chunk = "".join(o.get("text", ""))
+            if parts and o.get("name") == last_stream:
+                parts[-1] += chunk
+            else:
+                parts.append(chunk)
+            last_stream = o.get("name")
         elif "text/plain" in o.get("data", {}):
-            parts.append(o["data"]["text/plain"])
-    return "\n".join("".join(p) if isinstance(p, list) else p for p in parts)
+            parts.append("".join(o["data"]["text/plain"]))
+            last_stream = None
+    return "\n".join(parts)
 
 
 class _Tables(HTMLParser):

@@ -15,6 +15,23 @@ from vision_studies.studies import STUDIES, ConfigError, check_config, resolve_c
 REPO = Path(__file__).resolve().parent.parent
 
 
+# --- reading an executed notebook's outputs (tests/lessons.py) ------------------------------------------------------
+
+def test_one_print_flushed_in_two_messages_reads_as_one_line():
+    from lessons import text
+
+    # as CI's kernel once sent it: one print(), two stream messages
+    split = [{"output_type": "stream", "name": "stdout", "text": "the class above:"},
+             {"output_type": "stream", "name": "stdout", "text": " True\n"}]
+    assert text(split) == "the class above: True\n"
+    # a different stream, or a displayed value, is a part of its own
+    mixed = [{"output_type": "stream", "name": "stdout", "text": "a\n"},
+             {"output_type": "stream", "name": "stderr", "text": "b\n"},
+             {"output_type": "execute_result", "data": {"text/plain": ["4", "2"]}},
+             {"output_type": "stream", "name": "stdout", "text": ["c", "\n"]}]
+    assert text(mixed) == "a\n\nb\n\n42\nc\n"
+
+
 # --- early stopping: PATIENCE ------------------------------------------------------------------------------------
 
 def test_patience_reaches_fit_and_stops_a_run_that_cannot_improve(tmp_path, capsys):
