@@ -43,6 +43,8 @@ def test_local_weights_file_is_loaded_into_the_body(pets_dls, tmp_path):
     assert learn.model[-1][-1].out_features == 37  # the head is new: our 37 breeds, not ImageNet's 1000
     # pretrained weights mean fine-tuning: fastai freezes the body so the new head learns first
     assert not body.conv1[0].weight.requires_grad
+    from vision_studies.recorder import Recorder  # both kinds of learner record with ours (recorder.py)
+    assert type(learn.recorder) is Recorder and learn.recorder in learn.cbs
 
 
 def test_missing_weights_file_names_the_parameter(pets_dls, tmp_path):
@@ -74,6 +76,7 @@ def mnist_dls(mnist):
 def test_fit_learns_and_keeps_the_best_epoch(mnist_dls, tmp_path):
     seed_everything(0)
     learn = build_learner(mnist_dls, "lenet5", pretrained=False, path=tmp_path)
+    assert type(learn.recorder).__module__ == "vision_studies.recorder"
     run = fit(learn, 4, 1e-2)
     assert len(run.history) == 4 and run.device == "cpu" and run.mixed_precision is None
     best = min(row["valid_loss"] for row in run.history)

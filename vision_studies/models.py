@@ -10,7 +10,6 @@ from fastai.data.core import DataLoaders
 from fastai.data.transforms import Normalize
 from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat
-from fastai.metrics import accuracy, accuracy_multi
 from fastai.optimizer import OptimWrapper, set_item_pg
 from fastai.vision.learner import vision_learner
 from fastcore.basics import even_mults
@@ -20,6 +19,7 @@ from torch import nn
 from . import dispatch
 from .errors import VisionStudiesError
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss
+from .recorder import accuracy, accuracy_multi, use_recorder
 
 dispatch.install()  # fastai's callbacks called as fastai calls them, without sorting them again at every event
 
@@ -317,6 +317,7 @@ def _record(learn: Learner, arch: str, *, pretrained: bool, n_in: int, model_kwa
     # a plain PyTorch DataLoader wrapped in fastai's DataLoaders (the benchmark's) has no Pipeline of transforms
     steps = getattr(learn.dls.valid.after_batch, "fs", [])
     found = [t for t in steps if isinstance(t, Normalize)]
+    use_recorder(learn)
     learn.arch, learn.pretrained, learn.n_in = arch, bool(pretrained), int(n_in)
     learn.model_kwargs = dict(model_kwargs or {})
     learn.normalisation = (
