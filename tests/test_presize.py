@@ -93,10 +93,22 @@ def test_exif_orientation_is_preserved_in_the_copy(tmp_path):
     assert np.abs(copy - reference).mean() < 4.0 < np.abs(copy - sideways).mean()
 
 
-def test_small_images_are_read_as_they_are(tmp_path):
+def test_images_of_the_target_size_are_kept_raw_and_smaller_ones_read_as_they_are(tmp_path):
     files = _folder(tmp_path / "set", size=(28, 28))
-    assert presize_images(files, 28, tmp_path / "cache", progress=False) == {}
-    assert presize_images(files, 32, tmp_path / "cache", progress=False) == {}  # upsampling: no copy either
+    same = presize_images(files, 28, tmp_path / "cache", progress=False)  # CIFAR's 32 px at 32: the pixels, raw
+    assert sorted(same) == sorted(str(f) for f in files)
+    for source, copy in same.items():
+        assert np.array_equal(np.asarray(Image.open(copy)), np.asarray(load_image(source, "RGB")))
+    assert presize_images(files, 32, tmp_path / "cache", progress=False) == {}  # upsampling: no copy
+    # a manifest from before this rule (equal sizes were not copied) is made again, not trusted
+    import json
+
+    manifest = tmp_path / "cache" / "28px-RGB" / "manifest.json"
+    saved = json.loads(manifest.read_text())
+    del saved["settings"]["copied"]
+    saved["files"] = {k: [stamp, None] for k, (stamp, _) in saved["files"].items()}
+    manifest.write_text(json.dumps(saved))
+    assert presize_images(files, 28, tmp_path / "cache", progress=False) == same
 
 
 def test_corrupt_files_are_left_uncached_and_still_reported(tmp_path):
