@@ -110,7 +110,9 @@ _KERNEL_START_FAILURES = ("Kernel didn't respond", "Kernel died before replying 
 
 
 def _kernel_manager(kernel_name: str, log):
-    """A kernel manager whose kernel writes its own stdout and stderr to `log`, not to the runner's console.
+    """A kernel manager whose kernel is forked from the worker's warm process (warm_kernels.py: torch and the
+    rest already imported) where it can be, and writes its own stdout and stderr to `log`, not to the runner's
+    console.
 
     The kernel process inherits the runner's terminal, and ipykernel writes there what is meant for a
     kernel's log: "Kernel is running over TCP without encryption" at every start (ipykernel/kernelapp.py,
@@ -121,11 +123,28 @@ def _kernel_manager(kernel_name: str, log):
     """
     from jupyter_client.manager import AsyncKernelManager
 
+    from . import warm_kernels
+
     class LoggedKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kw):
             kw.setdefault("stdout", log)
             kw.setdefault("stderr", log)
             return await super().start_kernel(**kw)
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            """A kernel forked from this worker's warm process (warm_kernels.py), else started as jupyter_client does."""
+            try:
+                forked = warm_kernels.launch(kernel_cmd, kw)
+            except (OSError, RuntimeError) as e:  # the usual start still works; the log says why this one did not
+                print(f"warning: starting the kernel afresh ({e})", file=log, flush=True)
+                forked = None
+            if forked is None:
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            # what LocalProvisioner.launch_kernel records of the Popen it makes; its poll, wait, signals and kill
+            # then work on the forked kernel (its own process group, as jupyter_client's launcher gives it)
+            p = self.provisioner
+            p.process, p.pid, p.pgid, p.cwd = forked, forked.pid, forked.pid, kw.get("cwd") or os.getcwd()
+            self._reconcile_connection_info(p.connection_info)
 
     return LoggedKernelManager(kernel_name=kernel_name)
 
