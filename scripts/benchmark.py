@@ -560,6 +560,7 @@ def _overhead_notebook(path: Path, modules: tuple[str, ...]) -> Path:
 
 
 def section_notebooks(report: Report, args) -> None:
+    from vision_studies import warm_kernels
     from vision_studies.runner import available_cores, find_notebooks, format_table, run_notebooks
 
     repeats = args.repeats
@@ -576,14 +577,29 @@ def section_notebooks(report: Report, args) -> None:
                    f"{statistics.median(t['study']):.2f} s: {', '.join(STUDY_IMPORTS)}", goal="<= 1.10")
     with tempfile.TemporaryDirectory(prefix="bench-nb-") as tmp:
         tmp = Path(tmp)
-        empty, imports = _overhead_notebook(tmp / "00_empty.ipynb", ()), _overhead_notebook(tmp / "00_imports.ipynb", STUDY_IMPORTS)
-        wall = lambda nb: run_notebooks([nb], tmp / "out", workers=1, cwd=REPO)[0].seconds  # noqa: E731
-        runs = dict(empty=lambda: wall(empty)) | ({} if args.quick else dict(imports=lambda: wall(imports)))
+        empty = [_overhead_notebook(tmp / f"00_empty{i}.ipynb", ()) for i in (1, 2)]
+        imports = [_overhead_notebook(tmp / f"00_imports{i}.ipynb", STUDY_IMPORTS) for i in (1, 2)]
+
+        def second(notebooks: list[Path], warm: str) -> float:
+            """The second of two notebooks run by one worker: a fresh kernel, or (warm "1") one forked from the
+            warm process that the first notebook's start made (warm_kernels.py), as all but a worker's first are."""
+            os.environ[warm_kernels.SWITCH] = warm  # read in the runner's workers, forked from this process
+            try:
+                return run_notebooks(notebooks, tmp / "out", workers=1, cwd=REPO)[-1].seconds
+            finally:
+                os.environ.pop(warm_kernels.SWITCH)
+
+        runs = dict(empty=lambda: second(empty, "0"))
+        if not args.quick:
+            runs |= dict(fresh=lambda: second(imports, "0"), warm=lambda: second(imports, "1"))
         t = side_by_side(runs, 1 if args.quick else 2)  # seconds each, to explain the suite's time: no goal
-        report.add("notebooks", "per notebook: kernel start and papermill", statistics.median(t["empty"]), "s")
-        if "imports" in t:
-            report.add("notebooks", "per notebook: kernel start, papermill and the study imports",
-                       statistics.median(t["imports"]), "s")
+        report.add("notebooks", "per notebook: kernel start and papermill (a fresh kernel)", statistics.median(t["empty"]), "s")
+        if "fresh" in t:
+            report.add("notebooks", "per notebook: kernel start, papermill and the study imports, a fresh kernel",
+                       statistics.median(t["fresh"]), "s")
+            report.add("notebooks", "the same, a kernel forked from the worker's warm process",
+                       statistics.median(t["warm"]), "s", f"{median_ratio(t['warm'], t['fresh']):.3f}x the fresh kernel's; "
+                       f"preloaded: {', '.join(warm_kernels.PRELOAD)}")
     if args.quick:
         report.note("the notebook suite: not run with --quick (run without it, or with --only notebooks)")
         return

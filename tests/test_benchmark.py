@@ -51,7 +51,7 @@ def test_quick_benchmark_prints_every_section(quick_run):
     for expected in ("lenet5: our fit / hand-written loop", "lenet5: our fit / floor (fwd+bwd+step only)",
                      "0 workers: ours / torchvision ImageFolder+v2", "lenet5 28px: predict(one file) / raw forward",
                      "lenet5 28px: onnxruntime / PyTorch eager, one file", "import vision_studies / import fastai.vision.all",
-                     "per notebook: kernel start and papermill", "LeNet-5, 1 epochs: held-out accuracy (median of 1 seeds)"):
+                     "per notebook: kernel start and papermill (a fresh kernel)", "LeNet-5, 1 epochs: held-out accuracy (median of 1 seeds)"):
         assert expected in names, f"{expected!r} not reported: {sorted(names)}"
     # every figure is a ratio, seconds or images per second (all measured from clocks that ran, so above
     # zero), or the digits' held-out accuracy in percent
@@ -171,9 +171,11 @@ def test_adamw_reads_and_sets_hyper_parameters_as_fastais_optimizer_wrapper_does
         _BaseOptimizer.set_hyper(theirs, "lr", value)
         ours.set_hyper("mom", 0.85)  # the first of the betas tuple
         _BaseOptimizer.set_hyper(theirs, "mom", 0.85)
+        ours.set_hyper("sqr_mom", [0.97, 0.98, 0.99])  # the second of the betas, a value per group
+        _BaseOptimizer.set_hyper(theirs, "sqr_mom", [0.97, 0.98, 0.99])
         assert ours.opt.param_groups == theirs.opt.param_groups, value
         assert ours.hypers == OptimWrapper.hypers.fget(ours)[::2] and len(ours.hypers) == 3
-        assert ours.hypers[0]["mom"] == 0.85 and ours.hypers[0]["sqr_mom"] == 0.99
+        assert ours.hypers[0]["mom"] == 0.85 and ours.hypers[0]["sqr_mom"] == 0.97
     with pytest.raises(ValueError, match="Trying to set 2 values for lr but there are 3 parameter groups"):
         opt().set_hyper("lr", [1e-3, 1e-2])
 

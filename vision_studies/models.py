@@ -5,12 +5,13 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import Normalize
 from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat
-from fastai.optimizer import OptimWrapper, set_item_pg
+from fastai.optimizer import OptimWrapper
 from fastai.vision.learner import vision_learner
 from fastcore.basics import even_mults
 from fastcore.foundation import L
@@ -197,6 +198,10 @@ class AdamW(OptimWrapper):
     def set_hyper(self, k, v):
         """fastai's `set_hyper`, counting the groups rather than building their tensor lists and hypers to count."""
         n = len(self.opt.param_groups) // 2
+        if type(v) is float:  # the scheduler's momentum, every batch: what L(v) * n makes of it
+            return self._set_hyper(k, [v] * n)
+        if isinstance(v, np.ndarray) and v.ndim == 1 and len(v) == n:  # its rates, one per group: what L(v) holds
+            return self._set_hyper(k, v)
         if isinstance(v, slice):
             v = even_mults(v.start, v.stop, n) if v.start else [v.stop / 10] * (n - 1) + [v.stop]
         v = L(v, use_list=None)
@@ -207,10 +212,18 @@ class AdamW(OptimWrapper):
         self._set_hyper(k, v)
 
     def _set_hyper(self, k, v):
+        # fastai's set_item_pg on each half of each group: a name with "__i" is the i-th entry of a tuple (betas)
+        name, _, entry = self.bwd_map[k].partition("__")
+        at = int(entry) if entry else None
+        groups = self.opt.param_groups
         for i, v_ in enumerate(v):
-            halves = (2 * i,) if k == "wd" else (2 * i, 2 * i + 1)  # norms and biases never decay
-            for j in halves:
-                set_item_pg(self.opt.param_groups[j], self.bwd_map[k], v_)
+            for j in ((2 * i,) if k == "wd" else (2 * i, 2 * i + 1)):  # norms and biases never decay
+                pg = groups[j]
+                if at is None:
+                    pg[name] = v_
+                else:
+                    old = pg[name]
+                    pg[name] = tuple(v_ if m == at else old[m] for m in range(len(old)))
 
     def state_dict(self) -> dict:
         # "hypers" as fastai's own optimizers have it, so checkpoints of either kind resume the same way

@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-from fastai.callback.schedule import ParamScheduler, SchedCos
+from fastai.callback.schedule import ParamScheduler as FastaiParamScheduler
+from fastai.callback.schedule import SchedCos
 from fastai.learner import Learner
 from fastcore.foundation import L
 
-__all__ = ["combine_scheds", "combined_cos", "fit_one_cycle"]
+__all__ = ["combine_scheds", "combined_cos", "ParamScheduler", "fit_one_cycle"]
 
 
 def _f32(x: float) -> float:
@@ -47,6 +48,23 @@ def combine_scheds(pcts: Sequence[float], scheds: Sequence[Callable[[float], obj
 def combined_cos(pct: float, start, middle, end) -> Callable[[float], object]:
     """fastai's `combined_cos`: cosine annealing from `start` to `middle` over `pct` of training, then to `end`."""
     return combine_scheds([pct, 1 - pct], [SchedCos(start, middle), SchedCos(middle, end)])
+
+
+class ParamScheduler(FastaiParamScheduler):
+    """fastai's `ParamScheduler`, reading the learner's position and optimizer directly (not through the
+    callback's attribute lookup) and the optimizer's hyper-parameters once a batch to record them, not once per
+    scheduled name: the same values set and recorded."""
+
+    def before_batch(self):
+        learn = self.learn
+        pct, opt = learn.pct_train, learn.opt
+        for name, schedule in self.scheds.items():
+            opt.set_hyper(name, schedule(pct))
+
+    def after_batch(self):
+        last = self.learn.opt.hypers[-1]
+        for name, values in self.hps.items():
+            values.append(last[name])
 
 
 def fit_one_cycle(learn: Learner, n_epoch: int, lr_max=None, div: float = 25.0, div_final: float = 1e5,
