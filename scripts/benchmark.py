@@ -585,7 +585,9 @@ def section_notebooks(report: Report, args) -> None:
             warm process that the first notebook's start made (warm_kernels.py), as all but a worker's first are."""
             os.environ[warm_kernels.SWITCH] = warm  # read in the runner's workers, forked from this process
             try:
-                return run_notebooks(notebooks, tmp / "out", workers=1, cwd=REPO)[-1].seconds
+                # a new folder each time: with the last run's times there, the runner would start the longer first
+                out = Path(tempfile.mkdtemp(dir=tmp))
+                return run_notebooks(notebooks, out, workers=1, cwd=REPO)[-1].seconds
             finally:
                 os.environ.pop(warm_kernels.SWITCH)
 

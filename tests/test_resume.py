@@ -293,14 +293,14 @@ def test_read_only_model_folder_is_a_clear_error_before_training(tmp_path):
 
 
 def test_every_random_generator_comes_back_from_a_saved_state_old_or_new(tmp_path):
-    """What a checkpoint keeps of the generators (train._random_state, words packed as tensors), saved and loaded
+    """What a checkpoint keeps of the generators (checkpoints.random_state, words packed as tensors), saved and loaded
     without unpickling, gives the same next draws from Python, NumPy, torch and each loader; so does a checkpoint
     of the earlier format, which kept the words as lists."""
     import random
 
     import numpy as np
 
-    from vision_studies.train import _random_state, _set_random_state
+    from vision_studies.checkpoints import random_state as _random_state, set_random_state as _set_random_state
 
     learn = _learner(tmp_path)
     learn.recorder.smooth_loss.reset()
@@ -319,3 +319,48 @@ def test_every_random_generator_comes_back_from_a_saved_state_old_or_new(tmp_pat
                    "loaders": [[s[0], s[1].tolist(), s[2]] for s in state["loaders"]]}
     _set_random_state(learn, old)
     assert draws() == expected
+
+
+def test_each_epochs_files_hold_that_epoch_though_written_during_the_next(tmp_path, monkeypatch):
+    """Checkpoints are written from a copy, in a thread, while the next epoch trains (checkpoints.py): slowed
+    down, each file must still hold its own epoch's weights, and a stop must leave the last one whole."""
+    from fastai.callback.core import Callback
+
+    from vision_studies import checkpoints
+
+    written, seen = [], []
+    real_write = checkpoints.write
+
+    def slow_write(obj, path):
+        time.sleep(0.2)  # the next epoch trains meanwhile
+        real_write(obj, path)
+        if path.name == CHECKPOINT:
+            written.append(torch.load(path, weights_only=True))
+
+    class Snapshot(Callback):
+        order = checkpoints.Checkpoints.order + 1
+
+        def after_epoch(self):
+            seen.append({k: v.detach().clone() for k, v in self.learn.model.state_dict().items()})
+
+    monkeypatch.setattr(checkpoints, "write", slow_write)
+    learn = _learner(tmp_path)
+    learn.add_cb(Snapshot())
+    fit(learn, 3, 1e-2)
+    assert [w["meta"]["phase_epochs_done"] for w in written] == [1, 2, 3]
+    for w, s in zip(written, seen):
+        assert all(torch.equal(w["model"][k], s[k]) for k in s)
+    assert not all(torch.equal(seen[0][k], seen[1][k]) for k in seen[0])  # the weights did move between epochs
+    # stopped mid-epoch (Jupyter's stop button): the last epoch's checkpoint is on disk, whole, when fit returns
+    assert _interrupted(tmp_path / "stopped", BATCHES + 2, epochs=3)["phase_epochs_done"] == 1
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_fit_with_its_error(tmp_path, monkeypatch):
+    from vision_studies import checkpoints
+
+    def full_disk(obj, path):
+        raise CheckpointError(errno.ENOSPC, f"cannot save {path.name} in {path.parent} (No space left on device)")
+
+    monkeypatch.setattr(checkpoints, "write", full_disk)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        fit(_learner(tmp_path), 3, 1e-2)

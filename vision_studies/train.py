@@ -2,41 +2,31 @@
 
 Every epoch ends with a checkpoint (weights, optimizer state, random generators, history) in the
 learner's model folder, so a run killed mid-training (a Colab session that dies, a kill -9) continues
-with `fit(..., resume=True)` to the same numbers an uninterrupted run gets (on the same device). Files
-are written whole or not at all, and read back without unpickling.
+with `fit(..., resume=True)` to the same numbers an uninterrupted run gets (on the same device): see
+checkpoints.py, which writes them beside the next epoch, whole or not at all.
 """
 
 from __future__ import annotations
 
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import fastai.callback.channelslast  # noqa: F401  (adds Learner.to_channelslast)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import AMPMode, MixedPrecision
-import numpy as np
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.tracker import EarlyStoppingCallback, TrackerCallback
 from fastai.learner import Learner, Recorder
-from fastai.torch_core import get_model, set_seed
+from fastai.torch_core import set_seed
 from fastcore.foundation import L
 
-from .errors import VisionStudiesError
+from .checkpoints import BEST, CHECKPOINT, CheckpointError, Checkpoints, load_weights, read_checkpoint, write, writable
 from .models import body_pretrained, depthwise
 from .one_cycle import fit_one_cycle
 
 __all__ = ["pick_device", "amp_mode", "AutocastPrecision", "seed_everything", "fit", "TrainingRun", "CheckpointError", "CHECKPOINT", "BEST"]
-
-CHECKPOINT, BEST = "checkpoint.pth", "best.pth"  # in learn.path / learn.model_dir
-
-
-class CheckpointError(VisionStudiesError, OSError):
-    """The model folder cannot hold a checkpoint (full disk, no permission), or holds one we cannot use."""
 
 
 def pick_device() -> torch.device:
@@ -104,84 +94,6 @@ class TrainingRun:
     extra: dict = field(default_factory=dict)
 
 
-def _write(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file renamed into place: a kill mid-write leaves the previous file whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        # through a Python file object, so a full disk is an OSError and not torch's "unexpected pos"
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(
-            e.errno, f"cannot save {path.name} in {path.parent} ({e.strerror}); free space there, or give the "
-            "learner a folder you can write to: build_learner(..., path=...)"
-        ) from e
-
-
-def _writable(folder: Path) -> None:
-    """Fail before the first epoch, not after it, when the checkpoint folder cannot be written."""
-    probe = folder / ".write-test"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise CheckpointError(
-            e.errno, f"cannot write checkpoints to {folder} ({e.strerror}); give the learner a folder you can "
-            "write to: build_learner(..., path=...)"
-        ) from e
-
-
-def _plain(obj: Any) -> Any:
-    """State with fastai's tensor and list types and numpy scalars made plain, so it loads without unpickling."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, L)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.as_subclass(torch.Tensor)
-    return obj.item() if isinstance(obj, np.generic) else obj
-
-
-def _random_state(learn: Learner) -> dict:
-    """Every random generator training draws from, so a resumed run shuffles and drops out as the first would have."""
-    # each Mersenne Twister's words as one int64 tensor: as lists, pickling their 2,500 ints one by one took a
-    # third of a small model's checkpoint (LeNet-5's, profiled: 11.5 ms, 7.5 ms as tensors)
-    packed = lambda s: [s[0], torch.tensor(s[1], dtype=torch.int64), s[2]]  # noqa: E731  random.Random's state
-    np_state = np.random.get_state()
-    return {
-        "python": packed(random.getstate()),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "loaders": [packed(dl.rng.getstate()) for dl in learn.dls.loaders],
-        "smooth_loss": [learn.recorder.smooth_loss.val, learn.recorder.smooth_loss.count],
-    }
-
-
-def _set_random_state(learn: Learner, state: dict) -> None:
-    random.setstate(_tuples(state["python"]))
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    for dl, dl_state in zip(learn.dls.loaders, state["loaders"]):
-        dl.rng = random.Random()
-        dl.rng.setstate(_tuples(dl_state))
-    if state["smooth_loss"] is not None:  # the training loss is a running average over a fit: it goes on
-        learn.recorder.smooth_loss.val, learn.recorder.smooth_loss.count = state["smooth_loss"]
-
-
-def _tuples(obj: Any) -> Any:
-    """random.setstate wants back the nested tuples that saving turned into lists (and the words into a tensor)."""
-    if isinstance(obj, torch.Tensor):
-        return tuple(obj.tolist())
-    return tuple(_tuples(v) for v in obj) if isinstance(obj, (list, tuple)) else obj
-
-
 class _EpochLog(Callback):
     """Keeps every epoch's recorder row across fits: fastai's Recorder forgets the frozen phase of fine_tune."""
 
@@ -201,48 +113,6 @@ class _EpochLog(Callback):
         self.rows.append(dict(zip(names, map(float, self.recorder.values[-1]))))
 
 
-class _Checkpoints(TrackerCallback):
-    """After every epoch, the checkpoint to resume from; then, if the epoch is the best yet, its weights.
-
-    fastai's SaveModelCallback, but with files written whole or not at all, best weights loaded back
-    without unpickling, and the epochs a resumed fit skips ignored. The checkpoint goes first: should
-    the run die between the two, a resume rewrites the best weights from it.
-    """
-
-    order = TrackerCallback.order + 1
-
-    def __init__(self, folder: Path, log: _EpochLog, meta: dict, clock, skip: int = 0, best: float | None = None,
-                 best_epoch: int | None = None, random_state: dict | None = None):
-        super().__init__(monitor=meta["config"]["monitor"], reset_on_fit=best is None)
-        self.folder, self.log, self.meta, self.clock, self.skip = folder, log, meta, clock, skip
-        self.best, self.best_epoch, self.random_state = best, best_epoch, random_state
-
-    def before_fit(self):
-        super().before_fit()
-        if self.random_state is not None:  # after everything else is set up, right before the first epoch
-            _set_random_state(self.learn, self.random_state)
-
-    def after_epoch(self):
-        if self.epoch < self.skip:
-            return
-        super().after_epoch()
-        if self.new_best:
-            self.best_epoch = self.epoch
-        model = get_model(self.learn.model).state_dict()
-        meta = self.meta | {
-            "phase_epochs_done": self.epoch + 1, "phase_start": self.log.phase_start, "history": self.log.rows,
-            "best": float(self.best), "best_epoch": self.best_epoch, "seconds": self.clock(),
-        }
-        state = {"model": model, "opt": self.learn.opt.state_dict(), "random": _random_state(self.learn), "meta": meta}
-        _write(_plain(state), self.folder / CHECKPOINT)
-        if self.new_best:
-            _write(model, self.folder / BEST)
-
-    def after_fit(self):
-        if self.best_epoch is not None:
-            _load_weights(self.learn, self.folder / BEST)
-
-
 class _EarlyStopping(EarlyStoppingCallback):
     """fastai's early stopping, counting on from where a resumed fit left off."""
 
@@ -257,31 +127,6 @@ class _EarlyStopping(EarlyStoppingCallback):
     def after_epoch(self):
         if self.epoch >= self.skip:
             super().after_epoch()
-
-
-def _load_weights(learn: Learner, path: Path) -> None:
-    state = torch.load(path, map_location=learn.dls.device, weights_only=True)
-    get_model(learn.model).load_state_dict(state)
-
-
-def _read_checkpoint(path: Path, learn: Learner, config: dict) -> dict:
-    try:
-        state = torch.load(path, map_location=learn.dls.device, weights_only=True)
-        meta = state["meta"]
-    except Exception as e:  # noqa: BLE001  whatever is wrong with the file, the remedy is the same
-        raise CheckpointError(
-            f"cannot read the checkpoint {path} ({e.__class__.__name__}: {e}); delete it to start over"
-        ) from e
-    if meta["config"] != config:
-        raise CheckpointError(
-            f"the checkpoint {path} is from fit({meta['config']}), not fit({config}); call fit with the same "
-            "arguments to resume, or delete the checkpoint to start over"
-        )
-    try:
-        get_model(learn.model).load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"the checkpoint {path} is of another model ({e}); delete it to start over") from e
-    return state
 
 
 def _phases(epochs: int, lr: float, fine_tune: bool, freeze_epochs: int) -> list[tuple[int, dict, str | None]]:
@@ -332,7 +177,7 @@ def fit(
     elif device.type == "cpu" and depthwise(learn.model) and not any(isinstance(c, ChannelsLast) for c in learn.cbs):
         learn.add_cb(ChannelsLast())
     folder = Path(learn.path) / learn.model_dir
-    _writable(folder)
+    writable(folder)
     fine_tune = body_pretrained(learn)
     config = dict(epochs=epochs, lr=lr, fine_tune=fine_tune, freeze_epochs=freeze_epochs, patience=patience,
                   monitor=monitor)
@@ -341,10 +186,10 @@ def fit(
                   "best_epoch": None, "seconds": 0.0}
     opt_state = random_state = None
     if resume and checkpoint.exists():
-        state = _read_checkpoint(checkpoint, learn, config)
+        state = read_checkpoint(checkpoint, learn, config)
         meta, opt_state, random_state = state["meta"], state["opt"], state["random"]
         if meta["best_epoch"] == meta["phase_epochs_done"] - 1:  # the run may have died before writing best.pth
-            _write(state["model"], folder / BEST)
+            write(state["model"], folder / BEST)
         print(f"resuming from {checkpoint}: {len(meta['history'])} epoch(s) done")
     elif resume:
         print(f"no checkpoint at {checkpoint}: training from the start")
@@ -369,7 +214,7 @@ def fit(
         if skip == n:  # this fit had finished when the run died: on from its best epoch
             log.phase_start = meta.get("phase_start", len(log.rows))
             if best_epoch is not None:
-                _load_weights(learn, folder / BEST)
+                load_weights(learn, folder / BEST)
             if random_state is not None:  # the next fit draws on from here, with a running loss of its own
                 random_state = random_state | {"smooth_loss": None}
             continue
@@ -378,11 +223,16 @@ def fit(
                 learn.create_opt()
             learn.opt.load_state_dict(opt_state | {"hypers": L(opt_state["hypers"])})
         log.skip = skip
-        cbs = [log, _Checkpoints(folder, log, meta | {"phase": phase}, clock, skip, best, best_epoch, random_state)]
+        checkpoints = Checkpoints(folder, log, meta | {"phase": phase}, clock, skip, best, best_epoch, random_state)
+        cbs = [log, checkpoints]
         random_state = None  # restored once, at the start of the first fit run after the resume
         if patience is not None:
             cbs.append(_EarlyStopping(monitor, patience, skip, best, wait))
-        fit_one_cycle(learn, n, cbs=cbs, start_epoch=skip, **kwargs)
+        try:
+            fit_one_cycle(learn, n, cbs=cbs, start_epoch=skip, **kwargs)
+        except BaseException:  # stopped (Jupyter's stop button, an error): the last epoch's files are whole first
+            checkpoints.wait(raise_error=False)
+            raise
     seconds = clock()
     checkpoint.unlink(missing_ok=True)
     # the best epoch of the last fit (fine-tune's unfrozen phase) is the one now in the model
