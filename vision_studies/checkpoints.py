@@ -133,7 +133,7 @@ class Checkpoints(TrackerCallback):
     fastai's SaveModelCallback, but with files written whole or not at all from a copy, beside the next epoch,
     best weights loaded back without unpickling, and the epochs a resumed fit skips ignored. The checkpoint goes
     first: should the run die between the two, a resume rewrites the best weights from it. `log` is the fit's
-    epoch log (`train._EpochLog`: its rows and where this fit's start).
+    epoch log (`train._EpochLog`: its rows, and where this fit's rows start).
     """
 
     order = TrackerCallback.order + 1

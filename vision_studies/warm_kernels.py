@@ -15,6 +15,11 @@ The kernel is the worker's own child: the worker makes itself a "child subreaper
 ``PR_SET_CHILD_SUBREAPER``) and the warm process forks twice, so the kernel is handed to the worker, which
 waits for it, signals it and reads its exit status as jupyter_client does a `Popen`'s (`ForkedKernel`).
 Anywhere that is not possible (not Linux, or `VISION_STUDIES_WARM_KERNELS=0`), kernels start as before.
+
+One thing a fork cannot make anew: Python's string-hash seed is the warm process's in every kernel (set and dict
+orders of strings repeat from kernel to kernel). `random`'s and NumPy's global generators are seeded from the
+system again, as a fresh process's are. The warm process's own messages (warnings while preloading) go to the
+kernel log of the notebook whose start made it.
 """
 
 from __future__ import annotations
