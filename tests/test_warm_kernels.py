@@ -108,3 +108,22 @@ def test_kernels_start_fresh_where_they_cannot_be_forked(monkeypatch):
     monkeypatch.setenv(warm_kernels.SWITCH, "1")
     assert warm_kernels._kernel_args(["/usr/bin/other-python", "-m", "ipykernel_launcher", "-f", "x"]) is None
     assert warm_kernels._kernel_args([sys.executable, "-m", "ipykernel_launcher", "-f", "x"]) == ["-f", "x"]
+
+
+def test_a_warm_process_that_will_not_start_is_tried_once_per_worker(monkeypatch, tmp_path):
+    tries = []
+
+    def broken(log):
+        tries.append(log)
+        raise RuntimeError("the warm process did not start (it said '')")
+
+    monkeypatch.setenv(warm_kernels.SWITCH, "1")
+    monkeypatch.setattr(warm_kernels, "WarmProcess", broken)
+    monkeypatch.setattr(warm_kernels, "_warm", None)
+    monkeypatch.setattr(warm_kernels, "_failed", False)
+    cmd = [sys.executable, "-m", "ipykernel_launcher", "-f", "x.json"]
+    with open(tmp_path / "k.log", "w") as log:
+        with pytest.raises(RuntimeError, match="did not start"):  # the runner logs it and starts the kernel afresh
+            warm_kernels.launch(cmd, {"stdout": log})
+        assert warm_kernels.launch(cmd, {"stdout": log}) is None  # the next kernels start afresh at once
+    assert len(tries) == 1

@@ -69,13 +69,15 @@ def writable(folder: Path) -> None:
 
 
 def _plain(obj: Any) -> Any:
-    """State with fastai's tensor and list types and numpy scalars made plain, so it loads without unpickling."""
+    """State with fastai's tensor and list types and numpy scalars made plain, so it loads without unpickling,
+    and every tensor a copy in CPU memory: the checkpoint is written while the next epoch changes the originals."""
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, L)):
         return [_plain(v) for v in obj]
     if isinstance(obj, torch.Tensor):
-        return obj.as_subclass(torch.Tensor)
+        obj = obj.detach().as_subclass(torch.Tensor)
+        return obj.clone() if obj.device.type == "cpu" else obj.cpu()
     return obj.item() if isinstance(obj, np.generic) else obj
 
 
@@ -116,17 +118,6 @@ def _tuples(obj: Any) -> Any:
     return tuple(_tuples(v) for v in obj) if isinstance(obj, (list, tuple)) else obj
 
 
-def _copy(obj: Any) -> Any:
-    """`obj` (as `_plain` makes it) with every tensor copied into CPU memory: what the next epoch cannot change."""
-    if isinstance(obj, dict):
-        return {k: _copy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_copy(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone() if obj.device.type == "cpu" else obj.detach().cpu()
-    return obj
-
-
 class Checkpoints(TrackerCallback):
     """After every epoch, the checkpoint to resume from; then, if the epoch is the best yet, its weights.
 
@@ -163,7 +154,7 @@ class Checkpoints(TrackerCallback):
             "best": float(self.best), "best_epoch": self.best_epoch, "seconds": self.clock(),
         }
         state = {"model": model, "opt": self.learn.opt.state_dict(), "random": random_state(self.learn), "meta": meta}
-        state = _copy(_plain(state))
+        state = _plain(state)
         self.wait()  # the last epoch's files first
         self._writing = threading.Thread(target=self._write, args=(state, self.new_best), name="checkpoint")
         self._writing.start()

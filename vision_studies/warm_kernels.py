@@ -24,7 +24,6 @@ kernel log of the notebook whose start made it.
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import json
 import logging
@@ -121,7 +120,7 @@ class WarmProcess:
         if ready != "ready":
             self.close()
             raise RuntimeError(f"the warm process did not start (it said {ready!r})")
-        atexit.register(self.close)
+        # no exit handler: a pool worker leaves by os._exit, and the warm process ends when its stdin closes then
 
     def fork(self, args: list[str], env: dict[str, str], cwd: str, log: str) -> int:
         """The pid of a new kernel run with ipykernel's `args`, `env`, in `cwd`, its output appended to `log`."""
@@ -142,17 +141,23 @@ class WarmProcess:
 
 
 _warm: WarmProcess | None = None
+_failed = False  # a warm process that would not start is not tried again in this worker: each try costs its imports
 
 
 def launch(cmd: list[str], kwargs: dict[str, Any]) -> ForkedKernel | None:
-    """A forked kernel for jupyter_client's `cmd` and Popen `kwargs`, or None where kernels cannot be forked."""
-    global _warm
+    """A forked kernel for jupyter_client's `cmd` and Popen `kwargs`, or None where kernels cannot be forked
+    (an error the first time a warm process cannot be started, None after that)."""
+    global _warm, _failed
     args = _kernel_args(cmd)
     log = getattr(kwargs.get("stdout"), "name", None)
-    if args is None or not enabled() or not isinstance(log, str):
+    if args is None or not enabled() or not isinstance(log, str) or _failed:
         return None
     if _warm is None or _warm.process.poll() is not None:
-        _warm = WarmProcess(log)
+        try:
+            _warm = WarmProcess(log)
+        except (OSError, RuntimeError):
+            _failed = True
+            raise
     env = dict(kwargs.get("env") or os.environ)
     env["JPY_PARENT_PID"] = str(os.getpid())  # what jupyter_client's launch_kernel adds for a kernel it starts
     return ForkedKernel(_warm.fork(args, env, str(kwargs.get("cwd") or os.getcwd()), log))
