@@ -63,6 +63,15 @@ def test_the_conversion_is_cached_and_redone_only_when_stale(converted):
     assert len(load_file(converted)) == 296
 
 
+def test_converting_leaves_the_random_state_as_it_found_it(tmp_path):
+    """A run that converts the weights first must train from the same random state as one that finds them
+    cached, or the same SEED gives two results."""
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    convert_efficientnet_lite0(_source(), tmp_path / "w.safetensors", OFFLINE_WEIGHTS[ARCH].sha256)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_a_changed_source_file_is_refused(tmp_path):
     changed = tmp_path / "lite0.pth"
     shutil.copy(_source(), changed)
