@@ -16,6 +16,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +71,18 @@ class ImageProblem:
     detail: str
 
 
-def _formats() -> list[str]:
+def _formats() -> tuple[str, ...]:
     """`IMAGE_FORMATS` this Pillow can read (AVIF and JPEG 2000 need optional libraries)."""
+    Image.init()  # registers Pillow's plugins, once
+    return _readable(len(Image.OPEN))
+
+
+@lru_cache(maxsize=4)
+def _readable(plugins: int) -> tuple[str, ...]:
+    """`_formats` for a given count of registered plugins: worked out again only when a plugin registers (a
+    single prediction opens one file, and building the table of extensions was 30 us of it)."""
     readable = set(Image.registered_extensions().values())
-    return [name for name in IMAGE_FORMATS if name in readable]
+    return tuple(name for name in IMAGE_FORMATS if name in readable)
 
 
 def _decode(path: Path, max_pixels: int | None, draft: tuple[int, int] | None = None) -> Image.Image:
@@ -130,6 +139,8 @@ def _to_mode(im: Image.Image, mode: str) -> Image.Image:
     elif im.has_transparency_data:
         # transparent pixels would otherwise show whatever colour they happen to store, often black
         im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im.convert("RGBA"))
+    if im.mode == mode:  # convert would only copy it
+        return im
     try:
         return im.convert(mode)
     except ValueError:  # no direct conversion (CMYK to L, say): go through RGB, which every mode reaches

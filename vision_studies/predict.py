@@ -72,7 +72,8 @@ def preprocess(images: ImageInput | Sequence[ImageInput], config: ExportConfig) 
         arrays.append(np.asarray(im.resize((size, size), Image.Resampling.BILINEAR)).reshape(size, size, config.n_in))
     # one float32 copy, in (N, C, H, W) order, then scaled and normalised in place: the same values as
     # out-of-place arithmetic, without four more arrays (a single prediction's cost beside a small network)
-    batch = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32, order="C")
+    pixels = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)  # one image: no stacked copy
+    batch = pixels.transpose(0, 3, 1, 2).astype(np.float32, order="C")
     batch /= np.float32(255)
     if config.mean is not None:
         batch -= np.asarray(config.mean, dtype=np.float32).reshape(1, -1, 1, 1)
