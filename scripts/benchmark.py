@@ -849,6 +849,57 @@ def make_real_scale_set(folder: Path, n: int, classes: int) -> Path:
     return folder
 
 
+def make_small_pngs(folder: Path, n: int, side: int, mode: str, classes: int = 10) -> Path:
+    """`n` PNGs of `side` px in `mode` ("RGB" as CIFAR's, "L" as MNIST's) in `classes` class folders: crops of
+    scikit-image's photographs shrunk to the side, written once and reused."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    if folder.is_dir() and sum(1 for _ in folder.rglob("*.png")) == n:
+        return folder
+    rng = np.random.default_rng(0)
+    photos = [Image.fromarray(getattr(skimage.data, name)()).convert(mode) for name in ("astronaut", "chelsea", "coffee", "rocket")]
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        crop = int(min(photo.size) * rng.uniform(0.3, 0.8))
+        x0, y0 = int(rng.integers(0, photo.width - crop + 1)), int(rng.integers(0, photo.height - crop + 1))
+        out = folder / f"class_{i % classes:02d}" / f"{i:05d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        photo.crop((x0, y0, x0 + crop, y0 + crop)).resize((side, side), Image.Resampling.LANCZOS).save(out)
+    return folder
+
+
+def estimate_rates(cache: Path, work: Path, n: int, workers: int, bs: int) -> dict[str, float]:
+    """The small sets' rates that `estimate.MEASURED_HERE` records for the T4 estimate, measured again: each
+    loader path's images a second over later epochs (`workers` workers, the batches left 8-bit as a GPU run's
+    are) and, where a path prepares the set once, files a second for that. Returns them by the estimate's keys."""
+    import dataclasses
+    import shutil
+
+    from vision_studies.data import dataloaders, user_folder_spec
+
+    spec = user_folder_spec("benchmark")
+    cifar = make_small_pngs(cache / f"cifar-like-{n}", n, 32, "RGB")
+    mnist = make_small_pngs(cache / f"mnist-like-{n}", n, 28, "L")
+    rates = {}
+    for path, once, folder, size, set_spec, kw in (
+            ("copied", "write_copied", cifar, 32, spec, {}),
+            ("per_item", None, cifar, 224, spec, {}),
+            ("in_memory", "decode_in_memory", mnist, 28, dataclasses.replace(spec, image_mode="L"), dict(in_memory=True))):
+        presized = work / f"presized-{path}"
+        shutil.rmtree(presized, ignore_errors=True)
+        start = time.perf_counter()
+        dls = dataloaders(set_spec, folder, size, bs, augment="light", num_workers=workers, device="cpu",
+                          presize=presized, augment_on="batches", **kw)
+        if once:
+            rates[once] = n / (time.perf_counter() - start)
+        loaders = (dls.train.new(after_batch=None), dls.valid.new(after_batch=None))
+        _epoch(loaders)  # the first epoch starts the workers
+        rates[path] = statistics.median(_epoch(loaders) for _ in range(3))
+    return rates
+
+
 def _decode_files(files: list[str]) -> int:
     from PIL import Image
 
@@ -941,6 +992,7 @@ def section_datapath(report: Report, args) -> None:
         warm = _clock(lambda: dataloaders(spec, folder, size, bs, num_workers=workers, device="cpu", presize=presized))
         report.add("datapath", f"{name}: loaders, first build (writes the presized cache)", cold, "s",
                    f"{len(files) / cold:.0f} files/s presized to {size}px")
+        written_per_s = len(files) / cold
         report.add("datapath", f"{name}: loaders, later builds (cache current)", warm, "s")
 
     # images per second hardly depend on the count past a few hundred images: a tenth of Pets at most (739: nine
@@ -984,6 +1036,18 @@ def section_datapath(report: Report, args) -> None:
                "both augmenting on this CPU")
     report.add("datapath", "first epoch: ours / torchvision ImageFolder+v2", first["ours"] / first["torchvision"], "x",
                "our first epoch reads the cache the loader build wrote (its time is above)")
+
+    # the T4 estimate's rates (estimate.MEASURED_HERE): the photos' from above, the small sets' measured here
+    from vision_studies.estimate import COLAB_CPU_SHARE, MEASURED_HERE
+
+    n_small = 200 if args.quick else 2000
+    rates = dict(presized=statistics.median(later["ours_gpu"]), write_presized=written_per_s)
+    rates |= estimate_rates(cache, args.work, n_small, workers, bs)
+    report.note(f"the T4 estimate's rates: photos as above; {n_small:,} PNGs of 32 px (as CIFAR's) at 32 and 224 px "
+                f"and of 28 px grey (as MNIST's) held in memory; estimate.py takes {COLAB_CPU_SHARE} of each for Colab")
+    for key, value in rates.items():
+        report.add("datapath", f"T4 estimate's rate {key!r}, per second", value, "/s",
+                   f"estimate.MEASURED_HERE records {MEASURED_HERE[key]:,.0f} ({value / MEASURED_HERE[key]:.2f}x)")
 
 
 # ------------------------------------------------------------------------------------------------ main

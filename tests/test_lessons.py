@@ -172,31 +172,51 @@ def test_the_flop_count_matches_published_figures():
 
 def test_the_t4_estimate_adds_up_and_says_its_basis():
     from vision_studies import estimate
-    from vision_studies.estimate import FULL_MODE_IMAGES, t4_estimate, training_flops
+    from vision_studies.estimate import FULL_MODE_IMAGES, colab_rate, t4_estimate, training_flops
 
     mnist = t4_estimate("05")  # TEST_PCT: the 10,000 test digits are seen once; validation comes from training
     n_train, _, _ = FULL_MODE_IMAGES["mnist"]
-    assert mnist.data_seconds == pytest.approx(10 * n_train / estimate.SMALL_IMAGES_PER_S)
-    assert "48,000 training and 12,000 validation" in str(mnist)
-    assert mnist.seconds == pytest.approx(mnist.data_seconds) and mnist.presize_seconds == 0  # LeNet-5: data-bound
-    cifar100 = t4_estimate("07")  # 4 epochs after one frozen, at 224 px
+    # held in memory (the registry's in_memory): decoded once, then each of 10 epochs gathers its batches
+    assert mnist.prepare_seconds == pytest.approx(n_train / colab_rate("decode_in_memory"))
+    assert mnist.data_seconds == pytest.approx(10 * n_train / colab_rate("in_memory"))
+    assert "48,000 training and 12,000 validation" in str(mnist) and "held in memory" in str(mnist)
+    assert str(mnist).splitlines()[0].endswith("(mostly preparing the data once)")  # LeNet-5 on a T4: no time at all
+    cifar100 = t4_estimate("07")  # 4 epochs after one frozen, at 224 px: 32 px images enlarged image by image
     n_train, n_valid, _ = FULL_MODE_IMAGES["cifar100"]
     forward = training_flops(STUDIES["07_cifar100"].full.arch, 224, 3, 100)
     flops = (4 * 3 * n_train + n_train + 5 * n_valid) * forward
     assert cifar100.gpu_seconds == pytest.approx(flops / estimate.T4_EFFECTIVE_FLOPS)
+    assert cifar100.data_seconds == pytest.approx(5 * (n_train + n_valid) / colab_rate("per_item"))
     assert cifar100.seconds == pytest.approx(max(cifar100.gpu_seconds, cifar100.data_seconds))
     text = str(cifar100)
-    assert "Colab T4" in text and "8 TFLOP/s" in text and "50,000 training" in text
+    assert "Colab T4" in text and "8 TFLOP/s" in text and "50,000 training" in text and "enlarged image by image" in text
     # fixture mode estimates the full-mode run; what a full-mode run changed counts
     assert t4_estimate(resolve_config("07", fixture=True)).seconds == pytest.approx(cifar100.seconds)
     assert t4_estimate(resolve_config("07", epochs=8)).gpu_seconds > 1.5 * cifar100.gpu_seconds
-    # the notebook's other models add their time; photos bigger than the size are presized once
+    # the notebook's other models add their time; photos bigger than the size are presized once, then read
     pets = t4_estimate("08")
-    assert pets.presize_seconds == pytest.approx(sum(FULL_MODE_IMAGES["pets"][:2]) / estimate.PRESIZE_FILES_PER_S)
+    photos = sum(FULL_MODE_IMAGES["pets"][:2])
+    assert pets.prepare_seconds == pytest.approx(photos / colab_rate("write_presized"))
+    assert pets.data_seconds == pytest.approx(6 * photos / colab_rate("presized"))  # 5 epochs after one frozen
     alone, with_cnns = t4_estimate("06", also=[]), t4_estimate("06")  # 06 trains three CNNs from scratch too
     assert with_cnns.seconds > alone.seconds and len(with_cnns.basis) == 5 and "naive_cnn at 32 px" in str(with_cnns)
+    assert "raw copies" in with_cnns.basis[1]  # CIFAR's 32 px read at 32: copied once, for all four CNN runs
+    assert with_cnns.prepare_seconds == pytest.approx(60_000 / colab_rate("write_copied"))
     clouds = t4_estimate("03")  # trained twice: before and after cleaning, both fine-tuned
     assert len(clouds.basis) == 2 and clouds.basis[0] == clouds.basis[1] and "body frozen" in clouds.basis[1]
+
+
+def test_the_t4_estimate_reads_each_set_as_full_mode_does():
+    """`loader_path` against data.dataloaders' own rules: in memory when the registry says so and it fits the
+    budget, presized copies for photos larger than the size, raw copies at their size, enlarged otherwise."""
+    from vision_studies.estimate import loader_path
+    from vision_studies.memory_data import MEMORY_BUDGET
+
+    assert loader_path("mnist", 28, 1, 60_000) == "in_memory"
+    assert loader_path("fashion_mnist", 224, 1, MEMORY_BUDGET // 224**2 + 1) != "in_memory"  # over the budget
+    assert loader_path("pets", 224, 3, 7_349) == "presized"
+    assert loader_path("cifar10", 32, 3, 60_000) == "copied"
+    assert loader_path("cifar10", 224, 3, 60_000) == "per_item"
 
 
 @pytest.mark.parametrize("name", sorted(STUDIES))

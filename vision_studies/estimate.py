@@ -4,9 +4,10 @@ Two things bound a training run, and the slower one sets its pace:
 - the GPU's arithmetic: the model's floating-point operations per image (counted by
   `torch.utils.flop_counter` on the "meta" device: no weights, no memory, instant) times the images of every
   epoch, over an effective T4 rate in mixed precision;
-- the data path on Colab's 2 vCPUs: the images of every epoch over the rate two loader processes read and
-  prepare them, plus, once per dataset and size, writing the presized copies (presize.py).
-Each model's time is the larger of the two; the figure is their sum, plus the presizing (the learning-rate
+- the data path on Colab's 2 vCPUs: the images of every epoch over the rate two loader processes deliver
+  them on the set's path (`loader_path`: presized copies, raw copies, enlarged image by image, or held in
+  memory), plus preparing the set once (writing the copies, presize.py; or decoding it into memory).
+Each model's time is the larger of the two; the figure is their sum, plus the preparing (the learning-rate
 finder's steps, when LR is 0, count as training).
 It leaves out downloading and unpacking (the network's speed) and the kernel's start. Every constant names
 its evidence; each is a rounded judgement, so the figure is good to about a factor of two, no better.
@@ -18,10 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from .images import channels
 from .registry import get_spec
 from .studies import StudyConfig, get_study
 
-__all__ = ["T4Estimate", "t4_estimate", "training_flops", "notebook_models", "FULL_MODE_IMAGES", "T4_EFFECTIVE_FLOPS"]
+__all__ = ["T4Estimate", "t4_estimate", "training_flops", "notebook_models", "loader_path", "colab_rate",
+           "FULL_MODE_IMAGES", "MEASURED_HERE", "T4_EFFECTIVE_FLOPS"]
 
 # Effective T4 rate in fp16 mixed-precision training, FLOP/s. NVIDIA's DeepLearningExamples
 # (PyTorch/Classification/ConvNets/resnet50v1.5/README.md) measure ResNet-50 on a T4 at 1,190 img/s in
@@ -31,17 +34,31 @@ __all__ = ["T4Estimate", "t4_estimate", "training_flops", "notebook_models", "FU
 # fastai's loop is not NVIDIA's tuned one (DALI, a fused optimizer), and a T4 lowers its clocks under sustained
 # load to stay within its 70 W: we take 8.
 T4_EFFECTIVE_FLOPS = 8e12
-# Images a second two loader processes prepare on Colab's 2 vCPUs. Photos: this project's benchmark measures
-# PIL decoding 500 x 375 JPEGs in 2 processes at 458 img/s (README "Speed", the decode-alone limit); later
-# epochs read the presized copies, which decode faster, so this is the slower side. Small images (28-32 px
-# PNGs: MNIST, CIFAR, Fashion-MNIST): fastai's per-item pipeline measured here at 600 img/s in one process
-# (2-core CPU under a load average of 10, so a quiet runtime is faster), two processes: 1,200.
-PHOTO_IMAGES_PER_S = 458
-SMALL_IMAGES_PER_S = 1200
-SMALL_SIDE = 32  # pixels: a set of images this small a side reads at SMALL_IMAGES_PER_S and is not presized
-# Writing the presized copies: README "Speed" measures 7,390 Pets photos in 186 s (40 files/s) on 2 cores
-# under load (load average 6.6 to 7.9), so a quiet runtime is faster, by up to about three times.
-PRESIZE_FILES_PER_S = 40
+# The data path on Colab's 2 vCPUs, by how full mode reads a set (`loader_path`, as data.dataloaders does). Each
+# rate was measured on this project's 2-core machine (an AMD EPYC VM) by `python scripts/benchmark.py --only
+# datapath` on 2026-12-06 (its "the T4 estimate's rates" print the figures recorded here beside new ones), with
+# two loader workers as Colab has and the batches left 8-bit, as a GPU run's are (the GPU augments and converts
+# them). Compute Engine runs each vCPU as one hardware thread, two to a physical core
+# (cloud.google.com/compute/docs/instances/set-threads-per-core), so Colab's 2 vCPUs are one core's two threads,
+# which do about 1.2 to 1.3 times the work of one; we take Colab at half this machine's rates, a judgement.
+COLAB_CPU_SHARE = 0.5
+MEASURED_HERE: dict[str, float] = {  # images (or files) a second on this project's 2-core machine
+    "presized": 7_090,  # photos read from their presized copies at 224 px (500 x 375 JPEGs, as Pets')
+    "copied": 20_357,  # small images read at their own size from raw copies (32 px PNGs at 32, as CIFAR's)
+    "per_item": 1_330,  # small images enlarged by fastai's per-item path (32 px PNGs at 224): no copies
+    "in_memory": 931_029,  # batches gathered from a set decoded into memory (28 px PNGs, as MNIST's)
+    "write_presized": 626,  # writing the presized copies, once per set and size (500 x 375 JPEGs to 224 px)
+    "write_copied": 996,  # writing raw copies of small images at their own size, once
+    "decode_in_memory": 946,  # decoding a set into memory, once per run
+}
+ONCE = {"presized": "write_presized", "copied": "write_copied", "in_memory": "decode_in_memory"}
+
+
+def colab_rate(what: str) -> float:
+    """Images (or files) a second on Colab's 2 vCPUs: `MEASURED_HERE[what]` times `COLAB_CPU_SHARE`."""
+    return MEASURED_HERE[what] * COLAB_CPU_SHARE
+
+
 LR_FINDER_STEPS = 100  # pipeline.train: learn.lr_find(num_it=100) in full mode
 # Backward costs about twice the forward pass (Kaplan et al. 2020, "Scaling Laws for Neural Language
 # Models", section 2.1: 2N forward, 4N backward), so a training step is 3 forward passes. The forward pass
@@ -115,17 +132,20 @@ class T4Estimate:
     seconds: float
     gpu_seconds: float
     data_seconds: float
-    presize_seconds: float
+    prepare_seconds: float  # once per set and size: presized or raw copies written, or a set decoded into memory
     basis: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        bound = "the GPU's arithmetic" if self.gpu_seconds >= self.data_seconds else "the data path on 2 vCPUs"
-        lines = [f"Estimated full-mode run on a Colab T4: about {_minutes(self.seconds)} (mostly bound by {bound})"]
+        parts = {"bound by the GPU's arithmetic": self.gpu_seconds, "bound by the data path on 2 vCPUs": self.data_seconds,
+                 "preparing the data once": self.prepare_seconds}
+        most = max(parts, key=parts.get)
+        lines = [f"Estimated full-mode run on a Colab T4: about {_minutes(self.seconds)} (mostly {most})"]
         lines += [f"  {line}" for line in self.basis]
         lines.append(f"  GPU: {_minutes(self.gpu_seconds)} at {T4_EFFECTIVE_FLOPS / 1e12:.0f} TFLOP/s effective "
-                     f"fp16; data path: {_minutes(self.data_seconds)} at {PHOTO_IMAGES_PER_S} photos/s or "
-                     f"{SMALL_IMAGES_PER_S} small images/s; presizing once: {_minutes(self.presize_seconds)} at "
-                     f"{PRESIZE_FILES_PER_S} files/s")
+                     f"fp16; data path: {_minutes(self.data_seconds)} (photos from presized copies at "
+                     f"{colab_rate('presized'):,.0f}/s, small images at {colab_rate('copied'):,.0f}/s, enlarged at "
+                     f"{colab_rate('per_item'):,.0f}/s); preparing once: {_minutes(self.prepare_seconds)} (presized "
+                     f"copies written at {colab_rate('write_presized'):,.0f} files/s)")
         lines.append("  a rough figure (about a factor of two): downloads and the kernel's start are not in it; "
                      "vision_studies/estimate.py names the evidence for each rate")
         return "\n".join(lines)
@@ -135,9 +155,23 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
+def loader_path(dataset: str, image_size: int, n_in: int, n_images: int) -> str:
+    """How full mode reads `dataset` at `image_size` (data.dataloaders, pipeline.data): "in_memory" (decoded
+    once, when the registry says so and it fits memory_data's budget), "presized" (photos larger than the size:
+    copies written once), "copied" (images already that size: raw copies) or "per_item" (smaller: enlarged
+    image by image every epoch)."""
+    from .memory_data import MEMORY_BUDGET
+
+    side = FULL_MODE_IMAGES[dataset][2]
+    if get_spec(dataset).in_memory and n_images * n_in * image_size**2 <= MEMORY_BUDGET:
+        return "in_memory"
+    return "presized" if side > image_size else "copied" if side == image_size else "per_item"
+
+
 def _run(dataset: str, arch: str, image_size: int, epochs: int, pretrained: bool, batch_size: int,
-         lr_finder: bool, held_out_test: bool = False) -> tuple[float, float, float, str]:
-    """(GPU seconds, data seconds, presizing seconds, one line of basis) of training one model."""
+         lr_finder: bool, held_out_test: bool = False) -> tuple[float, float, float, str, str]:
+    """(GPU seconds, data seconds, seconds preparing the set once, the loader path, one line of basis) of
+    training one model."""
     if dataset not in FULL_MODE_IMAGES:
         raise ValueError(f"no full-mode image count for dataset {dataset!r}; estimate.FULL_MODE_IMAGES knows "
                          f"{', '.join(FULL_MODE_IMAGES)}")
@@ -154,15 +188,18 @@ def _run(dataset: str, arch: str, image_size: int, epochs: int, pretrained: bool
     flops = (epochs * n_train * TRAIN_TO_FORWARD + frozen * n_train + finder * TRAIN_TO_FORWARD
              + (epochs + frozen) * n_valid) * forward
     images = (epochs + frozen) * (n_train + n_valid) + finder
-    # small images read fast only while they stay small: upscaled to 224 px, each costs what a photo does
-    rate = SMALL_IMAGES_PER_S if max(side, image_size) <= SMALL_SIDE else PHOTO_IMAGES_PER_S
-    presize = (n_train + n_valid) / PRESIZE_FILES_PER_S if side > max(image_size, SMALL_SIDE) else 0.0
-    gpu, data = flops / T4_EFFECTIVE_FLOPS, images / rate
+    path = loader_path(dataset, image_size, channels(spec.image_mode), n_train + n_valid)
+    once = (n_train + n_valid) / colab_rate(ONCE[path]) if path in ONCE else 0.0
+    gpu, data = flops / T4_EFFECTIVE_FLOPS, images / colab_rate(path)
     line = (f"{arch} at {image_size} px on {dataset}: {n_train:,} training and {n_valid:,} validation images, "
             f"{epochs} epoch(s)" + (" after 1 with the body frozen" if frozen else "")
             + (f", {LR_FINDER_STEPS} learning-rate finder steps" if finder else "")
-            + f"; {forward / 1e9:.3g} GFLOP a forward pass: GPU {_minutes(gpu)}, data {_minutes(data)}")
-    return gpu, data, presize, line
+            + f"; {forward / 1e9:.3g} GFLOP a forward pass: GPU {_minutes(gpu)}, data {_minutes(data)} ({PATHS[path]})")
+    return gpu, data, once, path, line
+
+
+PATHS = {"in_memory": "held in memory", "presized": "presized copies", "copied": "raw copies",
+         "per_item": "enlarged image by image"}
 
 
 # The CNNs a notebook trains from scratch beside ARCH (its notebook-only SCRATCH_* settings), by study
@@ -206,15 +243,16 @@ def t4_estimate(config: StudyConfig | str, also: Sequence[tuple] | None = None) 
     runs = [(d, arch, size, config.epochs, pretrained, not config.lr)
             for d in datasets for arch, size, pretrained in models]
     runs += [(config.dataset, m[0], m[1], m[2], bool(m[3:] and m[3]), False) for m in also]
-    total = gpu = data = presize = 0.0
+    total = gpu = data = prepare = 0.0
     basis = []
-    presized = set()
+    prepared = set()
     for dataset, arch, size, epochs, pretrained, finder in runs:
-        g, d, p, line = _run(dataset, arch, size, epochs, pretrained, config.batch_size, finder,
-                             bool(getattr(config, "test_pct", 0.0)))
+        g, d, once, path, line = _run(dataset, arch, size, epochs, pretrained, config.batch_size, finder,
+                                      bool(getattr(config, "test_pct", 0.0)))
         gpu, data, total = gpu + g, data + d, total + max(g, d)  # each model at the pace of its slower side
-        if (dataset, size) not in presized:  # written once per dataset and size, then reused
-            presize += p
-            presized.add((dataset, size))
+        # copies are written once per dataset and size, then reused; a set held in memory is decoded every run
+        if path == "in_memory" or (dataset, size) not in prepared:
+            prepare += once
+            prepared.add((dataset, size))
         basis.append(line)
-    return T4Estimate(total + presize, gpu, data, presize, basis)
+    return T4Estimate(total + prepare, gpu, data, prepare, basis)
