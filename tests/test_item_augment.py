@@ -60,6 +60,30 @@ def test_validation_images_pass_unchanged_and_presets_are_checked():
         item_augment_transforms("wild", 64)
 
 
+@pytest.mark.parametrize("preset", ["light", "strong", "perspective"])
+def test_a_colour_image_warped_with_a_fourth_channel_is_opencvs_three_channel_warp(preset):
+    """`apply` warps colour images as RGBA (OpenCV's vector code), which must give exactly the pixels of
+    warping the three channels themselves, then the lighting table: the same draws, both ways."""
+    import cv2
+
+    aug, pixels = ItemAugment(preset, 224), np.asarray(Image.fromarray(skimage.data.astronaut()).resize((224, 224)))
+    warped = 0
+    for seed in range(12):
+        torch.manual_seed(seed)
+        matrix, lut = aug.draw(224, 224)
+        torch.manual_seed(seed)
+        got = aug.apply(pixels)
+        if matrix is None:
+            continue
+        warp = cv2.warpAffine if np.allclose(matrix[2], [0, 0, 1], rtol=0, atol=1e-12) else cv2.warpPerspective
+        expected = warp(pixels, matrix[:2] if warp is cv2.warpAffine else matrix, (224, 224),
+                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101)
+        expected = expected if lut is None else cv2.LUT(expected, lut)
+        assert got.shape == (224, 224, 3) and np.array_equal(got, expected), f"seed {seed}"
+        warped += 1
+    assert warped >= 6  # most draws warp
+
+
 def test_pixel_matrix_is_opencvs_view_of_fastais_grid():
     """A matrix that maps the output's corner pixels to the input's: the identity, a mirror, a shift."""
     h, w = 48, 64

@@ -8,8 +8,9 @@ with them. Here each training image goes through the same random change while it
 loader's workers: fastai's own transforms draw the change (the same distributions, the same preset
 arguments), and OpenCV applies it (one ``warpAffine``, or ``warpPerspective`` when the preset warps, bilinear
 with reflected borders as fastai's ``grid_sample(..., padding_mode="reflection", align_corners=True)``, and a
-256-entry lookup table for brightness and contrast): about 0.5 ms an image. The pixels are fastai's to
-within the rounding to 8 bits (half a grey level) and OpenCV's 1/32-pixel interpolation steps.
+256-entry lookup table for brightness and contrast): about 0.3 ms a 224 px image, 0.06 ms of it drawing the
+change. The pixels are fastai's to within the rounding to 8 bits (half a grey level) and OpenCV's 1/32-pixel
+interpolation steps.
 """
 
 from __future__ import annotations
@@ -143,17 +144,22 @@ class ItemAugment(Transform):
         cv2.setNumThreads(0)
         height, width = pixels.shape[:2]
         matrix, lut = self.draw(height, width)
-        if matrix is not None:
-            flags, border = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_REFLECT_101
-            channels = pixels.shape[2:]
-            if np.abs(matrix[2] - _IDENTITY[2]).max() < 1e-12:
-                pixels = cv2.warpAffine(pixels, matrix[:2], (width, height), flags=flags, borderMode=border)
-            else:
-                pixels = cv2.warpPerspective(pixels, matrix, (width, height), flags=flags, borderMode=border)
-            pixels = pixels.reshape(height, width, *channels)  # OpenCV drops a single channel's axis
+        if matrix is None:
+            return pixels if lut is None else cv2.LUT(pixels, lut).reshape(pixels.shape)
+        flags, border = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_REFLECT_101
+        channels = pixels.shape[2:]
+        # OpenCV's bilinear warp has vector code for 1 and 4 channels, not 3: a colour image warped with a fourth
+        # channel takes 150 us instead of 285 (224 px), the same pixels in the first three (tests/test_item_augment.py)
+        colour = channels == (3,)
+        source = cv2.cvtColor(pixels, cv2.COLOR_RGB2RGBA) if colour else pixels
+        if np.abs(matrix[2] - _IDENTITY[2]).max() < 1e-12:
+            warped = cv2.warpAffine(source, matrix[:2], (width, height), flags=flags, borderMode=border)
+        else:
+            warped = cv2.warpPerspective(source, matrix, (width, height), flags=flags, borderMode=border)
         if lut is not None:
-            pixels = cv2.LUT(pixels, lut).reshape(pixels.shape)
-        return pixels
+            warped = cv2.LUT(warped, lut)
+        # a view of the first three channels (callers copy it into their batch), or the single channel's axis back
+        return warped[:, :, :3] if colour else warped.reshape(height, width, *channels)
 
     def encodes(self, x: PILImage):
         pixels = np.asarray(x)

@@ -3,7 +3,7 @@
 fastai's per-item path reads an image's row of the items table through pandas, makes it a PIL image, sends
 it through each item transform by type dispatch and collates tuples of tensor subclasses: on this project's
 2-core machine that bookkeeping cost about 1.5 ms a 224 px image, twice what the work itself does (reading
-the copy, 0.15 ms; the training image's warp and lighting, 0.6 ms). Here a batch is its rows' copies read as
+the copy, 0.15 ms; the training image's warp and lighting, 0.3 ms). Here a batch is its rows' copies read as
 raw pixels (a Netpbm header, then the bytes presize.py wrote), each training image changed by the per-item
 path's own `item_augment.ItemAugment`, stacked into one uint8 tensor. The pixels and labels are the per-item
 path's (the same draws in the same order from torch's generator), the batch transforms after are the
