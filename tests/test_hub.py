@@ -32,7 +32,7 @@ from vision_studies.export import (
 from vision_studies.hub import MissingToken, push_to_hub
 from vision_studies.metrics import evaluate, results_record
 from vision_studies.models import build_learner
-from vision_studies.predict import preprocess
+from vision_studies.predict import ImageNotFound, preprocess
 from vision_studies.registry import get_spec
 from vision_studies.train import fit, seed_everything
 
@@ -172,6 +172,18 @@ def test_from_pretrained_fastai_loads_our_export(pets, pets_export, monkeypatch)
     with torch.inference_mode():
         theirs = learn.model.eval()(torch.from_numpy(batch)).numpy()
     np.testing.assert_allclose(theirs, predictor.logits(batch), atol=1e-5)
+
+
+def test_several_images_are_prepared_as_each_alone_in_their_order(pets, pets_export, tmp_path):
+    """Several images are opened and resized on threads: the batch must be each image's own, in order, and a
+    missing file among them is still named."""
+    spec, path = pets
+    config = load_exported(pets_export).config
+    files = sorted(get_image_files(path / spec.images_folder))[:12]
+    together = preprocess(files, config)
+    np.testing.assert_array_equal(together, np.concatenate([preprocess(f, config) for f in files]))
+    with pytest.raises(ImageNotFound, match="gone.jpg"):
+        preprocess([*files[:5], tmp_path / "gone.jpg", *files[5:]], config)
 
 
 def test_config_and_weights_problems_name_the_file(pets_export, tmp_path):
@@ -338,7 +350,6 @@ def test_predict_opens_files_as_training_does_and_names_a_missing_one(pets_expor
     from PIL import Image
 
     from vision_studies.images import load_image
-    from vision_studies.predict import ImageNotFound
 
     predictor = load_exported(pets_export)
     upright = Image.new("RGB", (48, 32), "white")

@@ -6,6 +6,8 @@ runs the network: `TorchPredictor` with PyTorch, `onnx_export.OnnxPredictor` wit
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Sequence
 
@@ -61,15 +63,22 @@ def preprocess(images: ImageInput | Sequence[ImageInput], config: ExportConfig) 
     if isinstance(images, (str, Path, Image.Image)):
         images = [images]
     size = config.image_size
-    arrays = []
-    for image in images:
+
+    def pixels_of(image: ImageInput) -> np.ndarray:
         # opened in the model's mode, a JPEG at least four times the input on each side decoded at reduced scale
         # (both sides still at least twice the input): as the training loader's presized copies were made
         # (presize.py), so a prediction sees the pixels validation saw
         im = _open(image, config.image_mode, draft=(2 * size, 2 * size))
         if im.mode != config.image_mode:  # a PIL image given as it is
             im = im.convert(config.image_mode)
-        arrays.append(np.asarray(im.resize((size, size), Image.Resampling.BILINEAR)).reshape(size, size, config.n_in))
+        return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR)).reshape(size, size, config.n_in)
+
+    if len(images) == 1:
+        arrays = [pixels_of(images[0])]
+    else:  # Pillow decodes and resizes without the GIL: several images at once, one thread a core. A pool of
+        # this call's own, so that a process forked later (a loader's worker, a server's) inherits no threads.
+        with ThreadPoolExecutor(min(len(images), os.cpu_count() or 1)) as pool:
+            arrays = list(pool.map(pixels_of, images))
     # one float32 copy, in (N, C, H, W) order, then scaled and normalised in place: the same values as
     # out-of-place arithmetic, without four more arrays (a single prediction's cost beside a small network)
     pixels = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)  # one image: no stacked copy
