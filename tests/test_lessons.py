@@ -345,7 +345,7 @@ def test_04_builds_its_demo_and_asks_it_about_a_photo_without_blocking(runs, nam
 
 @pytest.mark.parametrize("name", ["11_backbone_comparison"])
 def test_11_splits_all_five_sets_and_scores_every_backbone_on_each(runs, name):
-    from lessons import has_plot, lesson_outputs, tables
+    from lessons import lesson_outputs, tables
 
     [splits] = tables(lesson_outputs(runs[name], "lesson-five-sets"))
     assert splits["dataset"].tolist() == ["noodles", "leaves", "dogs6", "birds10", "butterflies"]

@@ -16,7 +16,6 @@ from fastai.learner import Recorder as FastaiRecorder
 from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastai.metrics import accuracy as fastai_accuracy
 from fastai.metrics import accuracy_multi as fastai_accuracy_multi
-from fastai.torch_core import TensorBase
 from torch import nn
 
 from vision_studies.recorder import Recorder, accuracy, accuracy_multi, use_recorder

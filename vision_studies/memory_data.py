@@ -12,7 +12,6 @@ plots work as before. Only single-label image sets whose images all have one siz
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
