@@ -81,9 +81,21 @@ def test_a_forked_kernel_is_the_kernel_a_fresh_start_gives_with_its_imports_done
 
 def test_preloading_leaves_every_module_that_looks_for_a_notebook_to_the_kernel():
     code = ("import sys; from vision_studies import warm_kernels as w; w.preload(); "
-            "print(sorted(set(w.PRELOAD) - set(sys.modules)), [m for m in w.NOT_PRELOADED if m in sys.modules])")
+            "print(sorted(set(w.PRELOAD + w.PRELOAD_IF_INSTALLED) - set(sys.modules)), "
+            "[m for m in w.NOT_PRELOADED if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[] []"
+    assert out.strip() == "[] []"  # this environment has every optional one
+
+
+def test_an_optional_preload_that_is_not_installed_is_skipped(monkeypatch):
+    """A package's dependency that another install lacks (trio comes with the test extra) costs nothing."""
+    monkeypatch.setattr(warm_kernels, "NOT_PRELOADED", ())  # this test process has imported them all
+    monkeypatch.setattr(warm_kernels, "PRELOAD", ("json",))
+    monkeypatch.setattr(warm_kernels, "PRELOAD_IF_INSTALLED", ("no_such_module_here", "json.decoder"))
+    warm_kernels.preload()
+    monkeypatch.setattr(warm_kernels, "PRELOAD", ("no_such_module_here",))
+    with pytest.raises(ModuleNotFoundError):  # the required ones still are
+        warm_kernels.preload()
 
 
 def test_a_kernel_that_dies_or_runs_too_long_is_reported_and_nothing_is_left_running(tmp_path, monkeypatch):

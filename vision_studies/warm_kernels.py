@@ -35,10 +35,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRELOAD", "NOT_PRELOADED", "preload", "enabled", "WarmProcess", "ForkedKernel", "launch", "serve"]
+__all__ = ["PRELOAD", "PRELOAD_IF_INSTALLED", "NOT_PRELOADED", "preload", "enabled", "WarmProcess", "ForkedKernel", "launch", "serve"]
 
 PRELOAD = ("numpy", "PIL.Image", "pandas", "scipy.stats", "sklearn.metrics", "sklearn.model_selection", "torch",
            "torchvision", "torchvision.ops", "ipykernel.kernelapp")
+# What fastai, timm, huggingface_hub and this package import besides, sensing no notebook: 0.32 s of each kernel's
+# imports. Other packages' dependencies (trio comes with the test extra's selenium): skipped where not installed.
+PRELOAD_IF_INSTALLED = ("plum", "httpx2", "httpcore2", "trio", "requests", "pyparsing", "cv2", "yaml", "attrs",
+                        "filelock", "safetensors.torch")
 NOT_PRELOADED = ("fastai", "fastcore", "fastprogress", "tqdm.auto", "tqdm.autonotebook", "matplotlib", "timm",
                  "huggingface_hub", "ipywidgets", "vision_studies.pipeline")
 SWITCH = "VISION_STUDIES_WARM_KERNELS"  # "0": every kernel a fresh process, as jupyter_client starts them
@@ -46,9 +50,16 @@ _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
 def preload() -> None:
-    """Import `PRELOAD`; fail naming any of `NOT_PRELOADED` that came in with them."""
+    """Import `PRELOAD` and what is installed of `PRELOAD_IF_INSTALLED`; fail naming any of `NOT_PRELOADED`
+    that came in with them."""
     for name in PRELOAD:
         importlib.import_module(name)
+    for name in PRELOAD_IF_INSTALLED:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name.split(".")[0]:  # installed, but broken: say so, as for PRELOAD
+                raise
     early = [name for name in NOT_PRELOADED if name in sys.modules]
     if early:
         raise RuntimeError(f"preloading imported {', '.join(early)}, which must be imported inside the kernel")
