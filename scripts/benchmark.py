@@ -606,7 +606,9 @@ def section_notebooks(report: Report, args) -> None:
         report.note("the notebook suite: not run with --quick (run without it, or with --only notebooks)")
         return
     notebooks = find_notebooks(REPO / "notebooks")
-    out = args.work / "notebook-runs"  # kept between benchmark runs: the runner starts the longest first
+    # kept between benchmark runs (beside the generated image sets), as the main job keeps runs/: from the second run
+    # on, the runner starts the notebooks that took longest first, so that no long one runs alone at the end
+    out = args.data_cache / "notebook-runs"
     start = time.perf_counter()
     results = run_notebooks(notebooks, out, {"FIXTURE": True}, workers=available_cores(), cwd=REPO)
     total = time.perf_counter() - start
@@ -1067,7 +1069,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=None,
                         help="datapath: this fraction of the real sets' file counts (default 1; 0.004 with --quick)")
     parser.add_argument("--data-cache", type=Path, default=Path(tempfile.gettempdir()) / "vision-studies-bench-datapath",
-                        help="datapath: where the generated real-scale JPEG sets are written once and reused")
+                        help="where the generated image sets are written once and reused, and the notebook suite's "
+                             "runs kept (their times order the next run)")
     parser.add_argument("--work", type=Path, default=None, help="folder for generated images and runs (default: a temporary one)")
     parser.add_argument("--job", choices=["threads"], help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=20, help=argparse.SUPPRESS)

@@ -170,6 +170,21 @@ def test_the_flop_count_matches_published_figures():
     assert training_flops("lenet5", 28, n_in=1) == pytest.approx(lenet, rel=0.05)
 
 
+@pytest.mark.parametrize("arch", ["tf_efficientnet_lite0", "vgg11.tv_in1k", "inception_v3.tv_in1k", "conv_pool_cnn"])
+def test_flops_for_a_third_class_count_follow_from_two_counted(arch):
+    """Past two class counts, training_flops extrapolates: it must give what counting gives."""
+    from vision_studies import estimate
+
+    size = 32 if arch == "conv_pool_cnn" else 75
+    estimate._COUNTED.pop((arch, size, 3), None)
+    for n_out in (2, 37):
+        estimate.training_flops(arch, size, 3, n_out)
+    assert len(estimate._COUNTED[(arch, size, 3)]) == 2
+    for n_out in (10, 200):
+        assert estimate.training_flops(arch, size, 3, n_out) == estimate._count_flops(arch, size, 3, n_out)
+    assert len(estimate._COUNTED[(arch, size, 3)]) == 2  # extrapolated, not counted
+
+
 def test_the_t4_estimate_adds_up_and_says_its_basis():
     from vision_studies import estimate
     from vision_studies.estimate import FULL_MODE_IMAGES, colab_rate, t4_estimate, training_flops
