@@ -35,21 +35,21 @@ __all__ = ["T4Estimate", "t4_estimate", "training_flops", "notebook_models", "lo
 T4_EFFECTIVE_FLOPS = 8e12
 # The data path on Colab's 2 vCPUs, by how full mode reads a set (`loader_path`, as data.dataloaders does). Each
 # rate was measured on this project's 2-core machine (an AMD EPYC VM) in the whole run of `python
-# scripts/benchmark.py` of 2026-12-06 03:59 UTC (its datapath section's "T4 estimate's rate" lines, which print
-# the figures recorded here beside new ones: runs a few minutes apart differed by up to 1.5 times), with two
-# loader workers as Colab has and the batches left 8-bit, as a GPU run's are (the GPU augments and converts
+# scripts/benchmark.py` of 2026-12-06 04:43 UTC, the README's table: its datapath section's "T4 estimate's rate"
+# lines, which print the figures recorded here beside new ones (runs an hour apart differed by up to 1.5 times).
+# Two loader workers, as Colab has; the batches left 8-bit, as a GPU run's are (the GPU augments and converts
 # them). Compute Engine runs each vCPU as one hardware thread, two to a physical core
 # (cloud.google.com/compute/docs/instances/set-threads-per-core), so Colab's 2 vCPUs are one core's two threads,
 # which do about 1.2 to 1.3 times the work of one; we take Colab at half this machine's rates, a judgement.
 COLAB_CPU_SHARE = 0.5
 MEASURED_HERE: dict[str, float] = {  # images (or files) a second on this project's 2-core machine
-    "presized": 6_550,  # photos read from their presized copies at 224 px (500 x 375 JPEGs, as Pets')
-    "copied": 29_600,  # small images read at their own size from raw copies (32 px PNGs at 32, as CIFAR's)
-    "per_item": 1_670,  # small images enlarged by fastai's per-item path (32 px PNGs at 224): no copies
-    "in_memory": 803_000,  # batches gathered from a set decoded into memory (28 px PNGs, as MNIST's)
-    "write_presized": 677,  # writing the presized copies, once per set and size (500 x 375 JPEGs to 224 px)
-    "write_copied": 1_090,  # writing raw copies of small images at their own size, once
-    "decode_in_memory": 1_060,  # decoding a set into memory, once per run
+    "presized": 6_430,  # photos read from their presized copies at 224 px (500 x 375 JPEGs, as Pets')
+    "copied": 19_700,  # small images read at their own size from raw copies (32 px PNGs at 32, as CIFAR's)
+    "per_item": 1_420,  # small images enlarged by fastai's per-item path (32 px PNGs at 224): no copies
+    "in_memory": 755_000,  # batches gathered from a set decoded into memory (28 px PNGs, as MNIST's)
+    "write_presized": 764,  # writing the presized copies, once per set and size (500 x 375 JPEGs to 224 px)
+    "write_copied": 1_240,  # writing raw copies of small images at their own size, once
+    "decode_in_memory": 1_120,  # decoding a set into memory, once per run
 }
 ONCE = {"presized": "write_presized", "copied": "write_copied", "in_memory": "decode_in_memory"}
 
