@@ -29,7 +29,8 @@ process spoils one round, not the figure). The sections, and the goals they are 
                `--scale 0.1` for a tenth): screening (under 60 s for 25,000), items table and loader build,
                images per second per epoch at 224 px, first and later epochs apart, side by side: ours,
                fastai's stock ImageDataLoaders, torchvision ImageFolder + v2, and PIL decoding the originals
-               on every core. Later epochs: at least 1.5x torchvision and 1.0x the decode-alone limit.
+               on every core. Later epochs: at least 1.5x torchvision and 1.0x the decode-alone limit. Then the
+               rates the T4 estimate records (estimate.MEASURED_HERE), measured again beside the recorded ones.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def training_flops(arch: str, image_size: int, n_in: int = 3, n_out: int = 10) -
 
     Only the classifier depends on `n_out`, and its FLOPs grow in step with it: once an architecture has been
     counted for two class counts, the others follow on that line (study 11 asks for five backbones on five sets
-    of 2 to 10 classes: 10 counts instead of 25, 1.5 s of its notebook)."""
+    of 2 to 10 classes: 10 counts instead of 25, about 1 s of its notebook)."""
     counted = _COUNTED.setdefault((arch, image_size, n_in), {})
     if n_out not in counted and len(counted) >= 2:
         (a, flops_a), (b, flops_b) = list(counted.items())[:2]
@@ -143,7 +143,7 @@ def _count_flops(arch: str, image_size: int, n_in: int, n_out: int) -> float:
 
 @dataclass
 class T4Estimate:
-    """The estimate and its basis: seconds of GPU arithmetic, of the data path, of presizing."""
+    """The estimate and its basis: seconds of GPU arithmetic, of the data path, of preparing the data once."""
 
     seconds: float
     gpu_seconds: float
@@ -169,6 +169,10 @@ class T4Estimate:
 
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+PATHS = {"in_memory": "held in memory", "presized": "presized copies", "copied": "raw copies",
+         "per_item": "enlarged image by image"}  # each loader path, as the estimate's basis names it
 
 
 def loader_path(dataset: str, image_size: int, n_in: int, n_images: int) -> str:
@@ -212,10 +216,6 @@ def _run(dataset: str, arch: str, image_size: int, epochs: int, pretrained: bool
             + (f", {LR_FINDER_STEPS} learning-rate finder steps" if finder else "")
             + f"; {forward / 1e9:.3g} GFLOP a forward pass: GPU {_minutes(gpu)}, data {_minutes(data)} ({PATHS[path]})")
     return gpu, data, once, path, line
-
-
-PATHS = {"in_memory": "held in memory", "presized": "presized copies", "copied": "raw copies",
-         "per_item": "enlarged image by image"}
 
 
 # The CNNs a notebook trains from scratch beside ARCH (its notebook-only SCRATCH_* settings), by study
