@@ -1049,7 +1049,7 @@ def section_datapath(report: Report, args) -> None:
     report.note(f"the T4 estimate's rates: photos as above; {n_small:,} PNGs of 32 px (as CIFAR's) at 32 and 224 px "
                 f"and of 28 px grey (as MNIST's) held in memory; estimate.py takes {COLAB_CPU_SHARE} of each for Colab")
     for key, value in rates.items():
-        report.add("datapath", f"T4 estimate's rate {key!r}, per second", value, "/s",
+        report.add("datapath", f"T4 estimate's rate {key!r}", value, "img/s",  # images read, or files written or decoded
                    f"estimate.MEASURED_HERE records {MEASURED_HERE[key]:,.0f} ({value / MEASURED_HERE[key]:.2f}x)")
 
 

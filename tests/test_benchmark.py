@@ -24,6 +24,7 @@ from fastai.vision.augment import AffineCoordTfm, LightingTfm, Resize, ResizeMet
 from fastai.vision.core import PILImage, PILImageBW, TensorImage, TensorMask
 
 from vision_studies.augment import PRESETS, FastAffineCoordTfm, SquishResize, augment_transforms
+from vision_studies.estimate import MEASURED_HERE
 from vision_studies.models import AdamW
 from vision_studies.runner import available_cores, previous_seconds, threads_per_worker
 
@@ -51,7 +52,8 @@ def test_quick_benchmark_prints_every_section(quick_run):
     for expected in ("lenet5: our fit / hand-written loop", "lenet5: our fit / floor (fwd+bwd+step only)",
                      "0 workers: ours / torchvision ImageFolder+v2", "lenet5 28px: predict(one file) / raw forward",
                      "lenet5 28px: onnxruntime / PyTorch eager, one file", "import vision_studies / import fastai.vision.all",
-                     "per notebook: kernel start and papermill (a fresh kernel)", "LeNet-5, 1 epochs: held-out accuracy (median of 1 seeds)"):
+                     "per notebook: kernel start and papermill (a fresh kernel)", "LeNet-5, 1 epochs: held-out accuracy (median of 1 seeds)",
+                     *(f"T4 estimate's rate {key!r}" for key in MEASURED_HERE)):
         assert expected in names, f"{expected!r} not reported: {sorted(names)}"
     # every figure is a ratio, seconds or images per second (all measured from clocks that ran, so above
     # zero), or the digits' held-out accuracy in percent
