@@ -228,7 +228,8 @@ def test_the_t4_estimate_reads_each_set_as_full_mode_does():
     from vision_studies.memory_data import MEMORY_BUDGET
 
     assert loader_path("mnist", 28, 1, 60_000) == "in_memory"
-    assert loader_path("fashion_mnist", 224, 1, MEMORY_BUDGET // 224**2 + 1) != "in_memory"  # over the budget
+    assert loader_path("fashion_mnist", 224, 1, MEMORY_BUDGET // 224**2) == "in_memory"  # just within the budget
+    assert loader_path("fashion_mnist", 224, 1, MEMORY_BUDGET // 224**2 + 1) == "per_item"  # over it: enlarged
     assert loader_path("pets", 224, 3, 7_349) == "presized"
     assert loader_path("cifar10", 32, 3, 60_000) == "copied"
     assert loader_path("cifar10", 224, 3, 60_000) == "per_item"

@@ -180,10 +180,10 @@ def loader_path(dataset: str, image_size: int, n_in: int, n_images: int) -> str:
     once, when the registry says so and it fits memory_data's budget), "presized" (photos larger than the size:
     copies written once), "copied" (images already that size: raw copies) or "per_item" (smaller: enlarged
     image by image every epoch)."""
-    from .memory_data import MEMORY_BUDGET
+    from .memory_data import fits_in_memory
 
     side = FULL_MODE_IMAGES[dataset][2]
-    if get_spec(dataset).in_memory and n_images * n_in * image_size**2 <= MEMORY_BUDGET:
+    if get_spec(dataset).in_memory and fits_in_memory(dataset, n_images, n_in, image_size, explain=False):
         return "in_memory"
     return "presized" if side > image_size else "copied" if side == image_size else "per_item"
 

@@ -35,11 +35,14 @@ MEMORY_BUDGET = 2 * 2**30
 PROGRESS_FROM = 10_000
 
 
-def fits_in_memory(name: str, n_images: int, channels: int, image_size: int) -> bool:
-    """Whether `n_images` decoded at `image_size` fit `MEMORY_BUDGET`; when not, it says so and what happens."""
+def fits_in_memory(name: str, n_images: int, channels: int, image_size: int, explain: bool = True) -> bool:
+    """Whether `n_images` decoded at `image_size` fit `MEMORY_BUDGET`; when not, it says so (unless `explain` is
+    False: the T4 estimate asks the same question) and what happens."""
     needed = n_images * channels * image_size * image_size
     if needed <= MEMORY_BUDGET:
         return True
+    if not explain:
+        return False
     print(f"{name}: {n_images:,} images at {image_size} px would take {needed / 2**30:.1f} GB decoded, more than "
           f"the {MEMORY_BUDGET / 2**30:.0f} GB held in memory (memory_data.MEMORY_BUDGET): read item by item instead")
     return False
