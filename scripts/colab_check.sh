@@ -118,9 +118,10 @@ step "notebooks $notebooks ran on Colab's versions"
 
 # 5. the tests of what Colab changes: ONNX export on Colab's protobuf, fp16 with the scaler, the install
 # cell and Colab's Secrets and Drive; with Colab's pytest, against the installed package (pytest's own
-# script, so the checkout is not on sys.path)
-"$pip" install --quiet -c "$work/constraints.txt" pytest 2> >(quiet >&2)
-"$work/venv/bin/pytest" -q -p no:cacheprovider tests/test_onnx.py tests/test_precision.py tests/test_colab.py
+# script, so the checkout is not on sys.path); pytest-xdist only because pyproject's addopts name its `-n`, and
+# these few tests run in one process (`-n 0`)
+"$pip" install --quiet -c "$work/constraints.txt" pytest pytest-xdist 2> >(quiet >&2)
+"$work/venv/bin/pytest" -q -p no:cacheprovider -n 0 tests/test_onnx.py tests/test_precision.py tests/test_colab.py
 # the environment (links into uv's cache, and this run's bytecode): gone unless asked to keep it (COLAB_KEEP=1),
 # so the next run starts as fresh
 [ "${COLAB_KEEP:-0}" = 1 ] || rm -rf "$work/venv"

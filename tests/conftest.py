@@ -51,17 +51,28 @@ def pytest_collection_modifyitems(config, items):
 
 
 # The executed notebooks (papermill on their fixtures, two at a time) are made by a process of their own that
-# starts as soon as the tests are collected, so the notebooks keep the two cores busy while the other tests run
-# in this process (on one thread each: OMP_NUM_THREADS above); the tests that read them come last and wait.
+# starts as soon as the tests are collected, so the notebooks keep the cores busy while the other tests run (on
+# one thread each: OMP_NUM_THREADS above); the tests that read them come last and wait. Under pytest-xdist
+# (pyproject's addopts: two test processes) every worker collects the same tests; the first one, gw0, starts the
+# job in a folder all workers share, and each waits for the job's `done` file there.
 _NOTEBOOK_JOB = pytest.StashKey[dict]()
 _RUN_NOTEBOOKS = """
 import pickle, sys
 from pathlib import Path
 from vision_studies.runner import find_notebooks, run_notebooks
 repo, out, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
-runs = run_notebooks(find_notebooks(repo / "notebooks", names or None), out, {"FIXTURE": True}, workers=2, cwd=repo)
-(out / "runs.pickle").write_bytes(pickle.dumps({r.notebook: r for r in runs}))
+try:
+    runs = run_notebooks(find_notebooks(repo / "notebooks", names or None), out, {"FIXTURE": True}, workers=2, cwd=repo)
+    (out / "runs.pickle").write_bytes(pickle.dumps({r.notebook: r for r in runs}))
+finally:
+    (out / "done").touch()
 """
+_WAIT_FOR_NOTEBOOKS = 3600  # seconds a worker other than gw0 waits for the job's `done` file
+
+
+def _xdist_worker(config) -> str | None:
+    """This process's pytest-xdist worker id (gw0, gw1, ...), or None when the tests run in one process."""
+    return getattr(config, "workerinput", {}).get("workerid")
 
 
 def pytest_collection_finish(session):
@@ -77,7 +88,16 @@ def pytest_collection_finish(session):
     names = {getattr(item, "callspec", None) and item.callspec.params.get("name") for item in readers}
     names = sorted(names) if None not in names else []
     repo = Path(__file__).resolve().parent.parent
-    out = session.config._tmp_path_factory.mktemp("runs")  # what the tmp_path_factory fixture hands out
+    factory = session.config._tmp_path_factory  # what the tmp_path_factory fixture hands out
+    worker = _xdist_worker(session.config)
+    if worker is None:
+        out = factory.mktemp("runs")
+    else:  # each worker's folder is <the session's>/popen-gwN (xdist's workermanage.py): share their parent
+        out = factory.getbasetemp().parent / "notebook-runs"
+        if worker != "gw0":
+            session.config.stash[_NOTEBOOK_JOB] = dict(process=None, out=out, log=None)
+            return
+        out.mkdir()
     log = open(out / "run_notebooks.log", "w")
     process = subprocess.Popen([sys.executable, "-c", _RUN_NOTEBOOKS, str(repo), str(out), *names], cwd=repo,
                                stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"HF_TOKEN": FAKE_TOKEN},
@@ -85,13 +105,20 @@ def pytest_collection_finish(session):
     session.config.stash[_NOTEBOOK_JOB] = dict(process=process, out=out, log=log)
 
 
-def pytest_sessionfinish(session):
+def pytest_sessionfinish(session, exitstatus):
+    """Stops the notebook job when the session ended early (-x, ctrl-c). Under xdist, gw0 may finish its share
+    while another worker still waits for the notebooks: it waits for them too unless the session was stopped."""
     job = session.config.stash.get(_NOTEBOOK_JOB, None)
-    if job and job["process"].poll() is None:  # the session ended early (-x, ctrl-c): no notebook is left running
-        import signal
+    if not job or job["process"] is None or job["process"].poll() is not None:
+        return
+    stopped = exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop or session.shouldfail
+    if _xdist_worker(session.config) is not None and not stopped:
+        job["process"].wait()
+        return
+    import signal
 
-        os.killpg(job["process"].pid, signal.SIGTERM)
-        job["process"].wait(30)
+    os.killpg(job["process"].pid, signal.SIGTERM)
+    job["process"].wait(30)
 
 
 @pytest.fixture(scope="session")
@@ -127,13 +154,20 @@ def runs(request):
     """The executed notebooks, by notebook name: `vision_studies.runner.NotebookRun`s, each `output` the executed
     copy, from the process `pytest_collection_finish` started (a notebook's stem is a test's `name` parameter)."""
     import pickle
+    import time
 
     job = request.config.stash[_NOTEBOOK_JOB]
-    job["process"].wait()
-    job["log"].close()
+    if job["process"] is not None:  # this process started the job
+        job["process"].wait()
+        job["log"].close()
+    else:  # worker gw0 did: its `done` file says the job has ended
+        deadline = time.monotonic() + _WAIT_FOR_NOTEBOOKS
+        while not (job["out"] / "done").exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
     result = job["out"] / "runs.pickle"
     if not result.exists():
-        log = (job["out"] / "run_notebooks.log").read_text(errors="replace")
-        pytest.fail(f"the notebook runs stopped (exit {job['process'].returncode}) before writing their results:\n"
-                    + log[-3000:])
+        log = job["out"] / "run_notebooks.log"
+        log = log.read_text(errors="replace") if log.exists() else "(no log: the job never started)"
+        exit = f"exit {job['process'].returncode}" if job["process"] is not None else "run by worker gw0"
+        pytest.fail(f"the notebook runs stopped ({exit}) before writing their results:\n" + log[-3000:])
     return pickle.loads(result.read_bytes())
