@@ -347,12 +347,29 @@ def test_each_epochs_files_hold_that_epoch_though_written_during_the_next(tmp_pa
     learn = _learner(tmp_path)
     learn.add_cb(Snapshot())
     fit(learn, 3, 1e-2)
-    assert [w["meta"]["phase_epochs_done"] for w in written] == [1, 2, 3]
+    assert [w["meta"]["phase_epochs_done"] for w in written] == [1, 2]  # the last epoch's would be removed at once
     for w, s in zip(written, seen):
         assert all(torch.equal(w["model"][k], s[k]) for k in s)
     assert not all(torch.equal(seen[0][k], seen[1][k]) for k in seen[0])  # the weights did move between epochs
     # stopped mid-epoch (Jupyter's stop button): the last epoch's checkpoint is on disk, whole, when fit returns
     assert _interrupted(tmp_path / "stopped", BATCHES + 2, epochs=3)["phase_epochs_done"] == 1
+
+
+def test_the_runs_last_epoch_writes_only_its_weights_and_only_if_best(tmp_path, monkeypatch):
+    """Its checkpoint would be removed as soon as fit returns: a fine-tune writes one for every epoch but the last
+    of its unfrozen phase, whose weights go to best.pth when they are the best, as every epoch's do."""
+    from vision_studies import checkpoints
+
+    files = []
+    real_write = checkpoints.write
+    monkeypatch.setattr(checkpoints, "write", lambda obj, path: (files.append(path.name), real_write(obj, path)))
+    run = fit(_learner(tmp_path, pretrained=True), epochs=3, lr=1e-2)
+    assert files.count(CHECKPOINT) == 3  # the frozen epoch and the unfrozen phase's first two
+    losses = [row["valid_loss"] for row in run.history[1:]]  # the unfrozen phase's: each fit's first epoch is its best
+    new_bests = 1 + sum(loss < min(losses[:i]) for i, loss in enumerate(losses) if i)
+    assert losses[-1] < min(losses[:-1])  # so the last epoch's weights are written, as best.pth
+    assert files.count(BEST) == 1 + new_bests  # and the frozen epoch's
+    assert not (tmp_path / "models" / CHECKPOINT).exists()
 
 
 def test_a_checkpoint_that_cannot_be_written_stops_the_fit_with_its_error(tmp_path, monkeypatch):

@@ -223,7 +223,8 @@ def fit(
                 learn.create_opt()
             learn.opt.load_state_dict(opt_state | {"hypers": L(opt_state["hypers"])})
         log.skip = skip
-        checkpoints = Checkpoints(folder, log, meta | {"phase": phase}, clock, skip, best, best_epoch, random_state)
+        checkpoints = Checkpoints(folder, log, meta | {"phase": phase}, clock, skip, best, best_epoch, random_state,
+                                  last_fit=phase == len(phases) - 1)
         cbs = [log, checkpoints]
         random_state = None  # restored once, at the start of the first fit run after the resume
         if patience is not None:
