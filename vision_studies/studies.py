@@ -241,10 +241,12 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
            trains="the fine-tuned model (ARCH) only; the notebook's from-scratch CNNs are not trained"),
     _study("07_cifar100", "cifar100", ModelStudyConfig,
            dict(arch=CONVNEXT_V2, epochs=4, image_size=224, batch_size=64, lr=1e-3, augment="light"),
-           dict(**FINE_TUNE, epochs=3, image_size=32, batch_size=32, lr=1e-2)),
+           # two epochs: 0.68, 0.745 and 0.705 test accuracy over seeds 42, 1 and 2 (three: 0.735 to 0.745; bar 0.45)
+           dict(**FINE_TUNE, epochs=2, image_size=32, batch_size=32, lr=1e-2)),
     _study("08_pets", "pets", ModelStudyConfig,
            dict(arch=CONVNEXT_V2, epochs=5, image_size=224, batch_size=64, lr=2e-3, augment="strong"),
-           dict(**FINE_TUNE, epochs=4, image_size=64, batch_size=32, lr=1e-2, augment="light")),
+           # 48 px: 0.94, 0.90 and 0.89 test accuracy over seeds 42, 1 and 2 (64 px: 0.89; bar 0.7), at 56% of the pixels
+           dict(**FINE_TUNE, epochs=4, image_size=48, batch_size=32, lr=1e-2, augment="light")),
     _study("09_cub200", "cub200", CubConfig,
            dict(arch=CONVNEXT_V2, epochs=6, image_size=224, batch_size=32, lr=1e-3, augment="strong"),
            dict(**FINE_TUNE, epochs=3, image_size=48, batch_size=32, lr=1e-2, augment="light")),
@@ -261,8 +263,9 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
            dict(arch=CONVNEXT_V2, epochs=4, image_size=224, batch_size=32, lr=1e-3, augment="strong",
                 datasets=("noodles", "leaves", "dogs6", "birds10", "butterflies"),
                 archs=("vgg16.tv_in1k", "vgg19.tv_in1k", "inception_v3.tv_in1k", "legacy_xception.tf_in1k", CONVNEXT_V2)),
-           # the pretrained body against a CNN from scratch (experiment.backbone_settings: PRETRAINED is Lite0's)
-           dict(archs=("conv_pool_cnn", LITE0), **FINE_TUNE, epochs=3, image_size=48, batch_size=8, lr=1e-2,
+           # the pretrained body against a CNN from scratch (experiment.backbone_settings: PRETRAINED is Lite0's); two
+           # epochs: Lite0's mean test accuracy 0.885, 0.851 and 0.853 over seeds 42, 1 and 2 (three: 0.85-0.87; bar 0.7)
+           dict(archs=("conv_pool_cnn", LITE0), **FINE_TUNE, epochs=2, image_size=48, batch_size=8, lr=1e-2,
                 augment="light", native_size=False),
            refused="it trains several backbones on several datasets and has no one model to train; run its "
                    "notebook: vision-studies run-notebooks 11"),
