@@ -187,7 +187,8 @@ def _adamw(model, lr: float):
 def plain_loop(model, x, y, xv, yv, bs: int, epochs: int, lr: float, folder: Path, device, amp: str | None = None,
                channels_last: bool = False) -> None:
     """What our fit does, written by hand in PyTorch: one-cycle AdamW over shuffled batches, then each epoch a
-    validation pass (loss and accuracy), a checkpoint of weights and optimizer, the best weights kept."""
+    validation pass (loss and accuracy), a checkpoint of weights and optimizer (but after the last epoch, as
+    checkpoints.py), the best weights kept."""
     import torch
     from torch import nn
 
@@ -202,7 +203,7 @@ def plain_loop(model, x, y, xv, yv, bs: int, epochs: int, lr: float, folder: Pat
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     autocast = (lambda: torch.autocast(device.type, dtype=getattr(torch, amp))) if amp else contextlib.nullcontext
     best = float("inf")
-    for _ in range(epochs):
+    for epoch in range(epochs):
         model.train()
         for xb, yb in train:
             xb, yb = xb.to(device, non_blocking=True, memory_format=fmt), yb.to(device, non_blocking=True)
@@ -221,7 +222,8 @@ def plain_loop(model, x, y, xv, yv, bs: int, epochs: int, lr: float, folder: Pat
                 total += loss_fn(out.float(), yb) * len(yb)
                 correct += (out.argmax(1) == yb).sum()
         valid_loss, _accuracy = (total / len(xv)).item(), (correct / len(xv)).item()
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, folder / "plain_checkpoint.pth")
+        if epoch < epochs - 1:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, folder / "plain_checkpoint.pth")
         if valid_loss < best:
             best = valid_loss
             torch.save(model.state_dict(), folder / "plain_best.pth")
