@@ -18,9 +18,12 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ke
 
 # What a notebook can tell about its kernel: each line is printed as "name=value" by the one cell
 PROBE = r'''
-import json, logging, os, sys
+import importlib, json, logging, os, sys
 preloaded = "torch" in sys.modules
-import fastprogress.fastprogress as fp, matplotlib, tqdm.auto, tqdm.notebook, torch
+from vision_studies import warm_kernels as w
+for name in w.PRELOAD + w.PRELOAD_IF_INSTALLED + w.PRELOAD_WITHOUT_WIDGETS:  # what their imports do, fresh or forked
+    importlib.import_module(name)
+import fastprogress.fastprogress as fp, matplotlib, tqdm.auto, tqdm.notebook, torch, timm, huggingface_hub.utils
 from IPython import get_ipython
 logging.getLogger("torch").warning("torch logs under the cell")
 print(json.dumps({
@@ -28,6 +31,7 @@ print(json.dumps({
     "shell": type(get_ipython()).__name__,
     "progress_bar": fp.progress_bar.__name__,
     "tqdm_in_notebook": issubclass(tqdm.auto.tqdm, tqdm.notebook.tqdm),
+    "hub_tqdm_in_notebook": issubclass(huggingface_hub.utils.tqdm, tqdm.notebook.tqdm),  # timm's downloads' bar
     "backend": matplotlib.get_backend(),
     "cwd": os.getcwd(),
     "threads": os.environ.get("OMP_NUM_THREADS"),
@@ -81,10 +85,25 @@ def test_a_forked_kernel_is_the_kernel_a_fresh_start_gives_with_its_imports_done
 
 def test_preloading_leaves_every_module_that_looks_for_a_notebook_to_the_kernel():
     code = ("import sys; from vision_studies import warm_kernels as w; w.preload(); "
-            "print(sorted(set(w.PRELOAD + w.PRELOAD_IF_INSTALLED) - set(sys.modules)), "
-            "[m for m in w.NOT_PRELOADED if m in sys.modules])")
+            "print(sorted(set(w.PRELOAD + w.PRELOAD_IF_INSTALLED + w.PRELOAD_WITHOUT_WIDGETS) - set(sys.modules)), "
+            "[m for m in w.kernel_only() if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[] []"  # this environment has every optional one
+    assert out.strip() == "[] []"  # this environment has every optional one, and no ipywidgets
+
+
+def test_without_ipywidgets_only_the_modules_that_sense_a_notebook_through_it_are_preloaded(monkeypatch):
+    """tqdm.auto takes the notebook's bar only through ipywidgets: without it, timm and what it imports may be
+    preloaded; with it (Colab's case), every one of NOT_PRELOADED stays the kernel's."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    for widgets, expected in ((False, set(warm_kernels.NOT_PRELOADED) - {"timm", "huggingface_hub", "tqdm.auto",
+                                                                         "tqdm.autonotebook"}),
+                              (True, set(warm_kernels.NOT_PRELOADED))):
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a, w=widgets: (real("json") if w else None) if name == "ipywidgets" else real(name, *a))
+        assert set(warm_kernels.kernel_only()) == expected
+        assert {"fastai", "fastprogress", "matplotlib"} <= expected  # they sense a notebook without ipywidgets
 
 
 def test_an_optional_preload_that_is_not_installed_is_skipped(monkeypatch):

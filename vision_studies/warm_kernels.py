@@ -9,7 +9,9 @@ and working folder jupyter_client prepared, as `python -m ipykernel_launcher -f 
 
 Modules that decide at import time whether they run in a notebook are left to the kernel (`NOT_PRELOADED`):
 fastai and fastprogress pick their progress bars, `tqdm.auto` its bar, matplotlib its backend, and timm
-imports huggingface_hub, which imports `tqdm.auto`. `preload()` fails if any of them came in anyway.
+imports huggingface_hub, which imports `tqdm.auto`; but `tqdm.auto` can only pick the notebook's bar where
+ipywidgets is installed, so without it timm is preloaded too (`kernel_only`). `preload()` fails if any of the
+kernel's own came in anyway.
 
 The kernel is the worker's own child: the worker makes itself a "child subreaper" (Linux's
 ``PR_SET_CHILD_SUBREAPER``) and the warm process forks twice, so the kernel is handed to the worker, which
@@ -25,6 +27,7 @@ kernel log of the notebook whose start made it.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -35,7 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRELOAD", "PRELOAD_IF_INSTALLED", "NOT_PRELOADED", "preload", "enabled", "WarmProcess", "ForkedKernel", "launch", "serve"]
+__all__ = ["PRELOAD", "PRELOAD_IF_INSTALLED", "NOT_PRELOADED", "PRELOAD_WITHOUT_WIDGETS", "kernel_only", "preload",
+           "enabled", "WarmProcess", "ForkedKernel", "launch", "serve"]
 
 PRELOAD = ("numpy", "PIL.Image", "pandas", "scipy.stats", "sklearn.metrics", "sklearn.model_selection", "torch",
            "torchvision", "torchvision.ops", "ipykernel.kernelapp")
@@ -45,14 +49,27 @@ PRELOAD_IF_INSTALLED = ("plum", "httpx2", "httpcore2", "trio", "requests", "pypa
                         "filelock", "safetensors.torch")
 NOT_PRELOADED = ("fastai", "fastcore", "fastprogress", "tqdm.auto", "tqdm.autonotebook", "matplotlib", "timm",
                  "huggingface_hub", "ipywidgets", "vision_studies.pipeline")
+# timm imports huggingface_hub, which imports tqdm.auto; in a kernel tqdm.auto takes the notebook's bar only where
+# ipywidgets is installed (tqdm/autonotebook.py), and without it the console bar, as outside one. So where ipywidgets
+# is missing (this project's environment; Colab has it) timm is preloaded too: 0.2 to 0.45 s of each kernel's imports.
+PRELOAD_WITHOUT_WIDGETS = ("timm",)
+SENSE_ONLY_THROUGH_WIDGETS = ("tqdm.auto", "tqdm.autonotebook", "timm", "huggingface_hub")
 SWITCH = "VISION_STUDIES_WARM_KERNELS"  # "0": every kernel a fresh process, as jupyter_client starts them
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
+def kernel_only() -> tuple[str, ...]:
+    """The modules each kernel must import itself, here: `NOT_PRELOADED`, less `SENSE_ONLY_THROUGH_WIDGETS` where
+    ipywidgets is not installed."""
+    if importlib.util.find_spec("ipywidgets") is not None:
+        return NOT_PRELOADED
+    return tuple(name for name in NOT_PRELOADED if name not in SENSE_ONLY_THROUGH_WIDGETS)
+
+
 def preload() -> None:
-    """Import `PRELOAD` and what is installed of `PRELOAD_IF_INSTALLED`; fail naming any of `NOT_PRELOADED`
-    that came in with them."""
-    for name in PRELOAD:
+    """Import `PRELOAD`, what is installed of `PRELOAD_IF_INSTALLED` and, without ipywidgets,
+    `PRELOAD_WITHOUT_WIDGETS`; fail naming any of `kernel_only()` that came in with them."""
+    for name in PRELOAD + (PRELOAD_WITHOUT_WIDGETS if kernel_only() != NOT_PRELOADED else ()):
         importlib.import_module(name)
     for name in PRELOAD_IF_INSTALLED:
         try:
@@ -60,7 +77,7 @@ def preload() -> None:
         except ModuleNotFoundError as e:
             if e.name != name.split(".")[0]:  # installed, but broken: say so, as for PRELOAD
                 raise
-    early = [name for name in NOT_PRELOADED if name in sys.modules]
+    early = [name for name in kernel_only() if name in sys.modules]
     if early:
         raise RuntimeError(f"preloading imported {', '.join(early)}, which must be imported inside the kernel")
 
@@ -176,6 +193,9 @@ def launch(cmd: list[str], kwargs: dict[str, Any]) -> ForkedKernel | None:
 
 # ---------------------------------------------------------------------------------------------- the warm process
 
+_SET_BY_PRELOADING: dict[str, str] = {}  # environment variables the warm process's imports set (serve)
+
+
 def _rebind_log_streams(out, err) -> None:
     """Logging handlers made while preloading (torch's) wrote to the warm process's streams: point them at the
     kernel's, as if they had been made in the kernel, so what they log shows under the cell."""
@@ -197,6 +217,8 @@ def _run_kernel(request: dict, middle: int) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    for name, value in _SET_BY_PRELOADING.items():  # as those imports, made in the kernel, would have set them
+        os.environ.setdefault(name, value)
     import random
 
     import numpy as np
@@ -252,7 +274,10 @@ def serve() -> None:
     """The warm process: preload, say so, then fork a kernel for each request line until stdin closes."""
     if sys.path and (sys.path[0] == "" or Path(sys.path[0]) == Path.cwd()):
         del sys.path[0]  # as ipykernel_launcher does, before its imports: the kernel's own sys.path
+    before = dict(os.environ)
     preload()
+    # what the imports put in the environment (timm's import has torch set TORCHINDUCTOR_CACHE_DIR), for each kernel
+    _SET_BY_PRELOADING.update({k: v for k, v in os.environ.items() if before.get(k) != v})
     print("ready", flush=True)
     for line in sys.stdin:
         try:
