@@ -604,7 +604,9 @@ def section_notebooks(report: Report, args) -> None:
                        statistics.median(t["fresh"]), "s")
             report.add("notebooks", "the same, a kernel forked from the worker's warm process",
                        statistics.median(t["warm"]), "s", f"{median_ratio(t['warm'], t['fresh']):.3f}x the fresh kernel's; "
-                       f"preloaded: {', '.join(warm_kernels.PRELOAD + warm_kernels.PRELOAD_IF_INSTALLED)}")
+                       f"preloaded: {', '.join(warm_kernels.PRELOAD + warm_kernels.PRELOAD_IF_INSTALLED)}"
+                       + (f", {', '.join(warm_kernels.PRELOAD_WITHOUT_WIDGETS)} (no ipywidgets here)"
+                          if warm_kernels.kernel_only() != warm_kernels.NOT_PRELOADED else ""))
     if args.quick:
         report.note("the notebook suite: not run with --quick (run without it, or with --only notebooks)")
         return
