@@ -291,3 +291,13 @@ def test_gradcam_on_lenet_uses_the_last_spatial_convolution(mnist, tmp_path):
     assert len(shown) == 6 and shown[0].images[0].get_array().shape == (28, 28, 3)
     assert f"actual: {labels[0]}" in shown[0].get_title()
     assert fig._suptitle.get_text() == "LeNet-5"
+
+
+def test_importing_interpret_leaves_grad_cam_until_a_heatmap_is_drawn():
+    """Every notebook imports this module, most draw no Grad-CAM: grad-cam (and the scikit-learn it brings) waits."""
+    import subprocess
+    import sys
+
+    code = "import sys, vision_studies.interpret; print('pytorch_grad_cam' in sys.modules, 'sklearn.decomposition' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

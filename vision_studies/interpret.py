@@ -17,9 +17,6 @@ from fastai.data.transforms import IntToFloatTensor
 from fastai.learner import Learner
 from fastai.torch_core import TensorImage
 from matplotlib.figure import Figure
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from sklearn.metrics import classification_report, hamming_loss
 from torch import nn
 
@@ -223,6 +220,11 @@ def _batches(learn: Learner, images) -> list[torch.Tensor]:
 
 def _gradcam(learn, images, target, target_layer, reshape_transform) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """(heatmaps, model outputs, model inputs)."""
+    # grad-cam is imported where it is used: it brings scikit-learn's decomposition and linear models, about 0.15 s
+    # of every import of this module (each notebook's), where most notebooks draw no Grad-CAM
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     batches = _batches(learn, images)
     model = learn.model
     if target_layer is None:
@@ -290,6 +292,8 @@ def plot_gradcam(
 
     `items` and `target` are as in `gradcam`; `labels`, the true classes if known, go into the titles too.
     """
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
     heatmaps, outputs, inputs = _gradcam(learn, items, target, None, None)
     activation = getattr(learn.loss_func, "activation", lambda o: o.softmax(dim=-1))
     probs = activation(outputs)
