@@ -4,11 +4,11 @@ After each epoch `Checkpoints` copies the weights, the optimizer's state, every 
 history into memory, then writes ``checkpoint.pth`` (and ``best.pth`` when the epoch is the best yet) from that
 copy in a thread of its own while the next epoch trains; the run's last epoch writes only ``best.pth``, if it is
 the best. Timed inside ResNet-18 fits on this project's 2-core CPU, writing the 140.7 MB checkpoint took 240 to
-620 ms an epoch, most of what a fit spent outside its batches; copying it takes a tenth of that. The next epoch's end, and the fit's, wait for the write before going on, so
-a write that fails (a full disk) is a `CheckpointError` then, one epoch later than before. A kill while a write
-is under way leaves the previous epoch's checkpoint, whole (each file is renamed into place when complete), and
-a resume from it trains that epoch again to the same numbers (`tests/test_resume.py`). Files are read back
-without unpickling (``weights_only``).
+620 ms an epoch, most of what a fit spent outside its batches; copying it takes a tenth of that. The next
+epoch's end, and the fit's, wait for the write before going on, so a write that fails (a full disk) is a
+`CheckpointError` then, one epoch later than before. A kill while a write is under way leaves the previous
+epoch's checkpoint, whole (each file is renamed into place when complete), and a resume from it trains that epoch
+again to the same numbers (`tests/test_resume.py`). Files are read back without unpickling (``weights_only``).
 """
 
 from __future__ import annotations
