@@ -606,7 +606,7 @@ def section_notebooks(report: Report, args) -> None:
                        statistics.median(t["warm"]), "s", f"{median_ratio(t['warm'], t['fresh']):.3f}x the fresh kernel's; "
                        f"preloaded: {', '.join(warm_kernels.PRELOAD + warm_kernels.PRELOAD_IF_INSTALLED)}"
                        + (f", {', '.join(warm_kernels.PRELOAD_WITHOUT_WIDGETS)} (no ipywidgets here)"
-                          if warm_kernels.kernel_only() != warm_kernels.NOT_PRELOADED else ""))
+                          if not warm_kernels.widgets_installed() else ""))
     if args.quick:
         report.note("the notebook suite: not run with --quick (run without it, or with --only notebooks)")
         return

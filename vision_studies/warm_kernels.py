@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRELOAD", "PRELOAD_IF_INSTALLED", "NOT_PRELOADED", "PRELOAD_WITHOUT_WIDGETS", "kernel_only", "preload",
-           "enabled", "WarmProcess", "ForkedKernel", "launch", "serve"]
+__all__ = ["PRELOAD", "PRELOAD_IF_INSTALLED", "NOT_PRELOADED", "PRELOAD_WITHOUT_WIDGETS", "widgets_installed",
+           "kernel_only", "preload", "enabled", "WarmProcess", "ForkedKernel", "launch", "serve"]
 
 PRELOAD = ("numpy", "PIL.Image", "pandas", "scipy.stats", "sklearn.metrics", "sklearn.model_selection", "torch",
            "torchvision", "torchvision.ops", "ipykernel.kernelapp")
@@ -58,10 +58,15 @@ SWITCH = "VISION_STUDIES_WARM_KERNELS"  # "0": every kernel a fresh process, as 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
+def widgets_installed() -> bool:
+    """Whether ipywidgets is installed, through which alone `tqdm.auto` can pick the notebook's bar."""
+    return importlib.util.find_spec("ipywidgets") is not None
+
+
 def kernel_only() -> tuple[str, ...]:
     """The modules each kernel must import itself, here: `NOT_PRELOADED`, less `SENSE_ONLY_THROUGH_WIDGETS` where
     ipywidgets is not installed."""
-    if importlib.util.find_spec("ipywidgets") is not None:
+    if widgets_installed():
         return NOT_PRELOADED
     return tuple(name for name in NOT_PRELOADED if name not in SENSE_ONLY_THROUGH_WIDGETS)
 
@@ -69,7 +74,7 @@ def kernel_only() -> tuple[str, ...]:
 def preload() -> None:
     """Import `PRELOAD`, what is installed of `PRELOAD_IF_INSTALLED` and, without ipywidgets,
     `PRELOAD_WITHOUT_WIDGETS`; fail naming any of `kernel_only()` that came in with them."""
-    for name in PRELOAD + (PRELOAD_WITHOUT_WIDGETS if kernel_only() != NOT_PRELOADED else ()):
+    for name in PRELOAD + (() if widgets_installed() else PRELOAD_WITHOUT_WIDGETS):
         importlib.import_module(name)
     for name in PRELOAD_IF_INSTALLED:
         try:
