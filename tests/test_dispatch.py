@@ -1,5 +1,6 @@
 """The planned callback dispatch (dispatch.py) against fastai's own: the same callbacks, called with the same
-events in the same order, over a whole fit with fastai's own callbacks and ours."""
+events in the same order, over a whole fit with fastai's own callbacks and ours; and the batches handed on
+where fastai would have moved them."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from vision_studies import dispatch
 
 @pytest.fixture
 def fastais_dispatch():
-    """Runs its test with fastai's own `Learner.__call__` and `_call_one`, then puts ours back."""
+    """Runs its test with fastai's own `Learner.__call__`, `_call_one` and `_set_device`, then puts ours back."""
     Learner.__call__, Learner._call_one = dispatch.FASTAI_CALL, dispatch.FASTAI_CALL_ONE
+    Learner._set_device = dispatch.FASTAI_SET_DEVICE
     yield
     dispatch.install()
 
@@ -110,3 +112,18 @@ def test_an_unknown_event_is_refused_as_fastai_refuses_it():
     learn = _learner([])
     with pytest.raises(Exception, match="missing before_lunch"):
         learn("before_lunch")
+
+
+def test_a_batch_already_on_the_models_device_is_handed_on_and_any_other_is_moved():
+    learn = _learner([])
+    learn.dl = learn.dls.train
+    batch = learn.dl.one_batch()
+    assert learn._set_device(batch) is batch  # the loader put it on the CPU, where the model is
+    model, learn.model = learn.model, nn.Linear(8, 3, device="meta")  # a device the loader is not on
+    moved = learn._set_device(batch)  # fastai's to_device moves the batch there
+    assert [t.device.type for t in moved] == ["meta", "meta"]
+    learn.model = model
+    learn.dl = DataLoaders.from_dsets(list(zip(torch.randn(4, 8), torch.zeros(4, dtype=torch.long))), bs=2,
+                                      device=None).train  # a loader that does not say where its batches are
+    batch = (torch.randn(2, 8), torch.zeros(2, dtype=torch.long))
+    assert learn._set_device(batch) is not batch

@@ -9,7 +9,13 @@ callbacks change (added, removed or replaced); the ones left out would only have
 Every callback still runs through its own `Callback.__call__` (its `run`, `run_train` and `run_valid`
 flags, fastai's error messages), and `after_fit` still reaches them all, since it resets their `run` flag.
 
-`install()` puts the two methods on fastai's `Learner` itself, so every learner in the process (ours, and
+Each batch also passes through `Learner._set_device`, which fastai's `to_device` rebuilds tensor by tensor (a
+Python `__torch_function__` call for each of fastai's tensor types, then `retain_type`) even when nothing moves:
+60 us a LeNet-5 batch, 2% of its fit. fastai's loaders (and this package's) put every batch on their own
+`device` as they yield it, so a batch from a loader on the model's device is already where fastai would move it,
+and `set_device` hands it on as it is; any other batch goes through fastai's.
+
+`install()` puts these methods on fastai's `Learner` itself, so every learner in the process (ours, and
 those `vision_learner` or `load_learner` make) dispatches this way and pickles exactly as before.
 """
 
@@ -17,13 +23,16 @@ from __future__ import annotations
 
 import weakref
 
+import torch
 from fastai.callback.core import event
 from fastai.learner import Learner
+from fastai.torch_core import defaults
 
-__all__ = ["install", "call", "call_one", "FASTAI_CALL", "FASTAI_CALL_ONE"]
+__all__ = ["install", "call", "call_one", "set_device", "FASTAI_CALL", "FASTAI_CALL_ONE", "FASTAI_SET_DEVICE"]
 
 FASTAI_CALL = Learner.__call__
 FASTAI_CALL_ONE = Learner._call_one
+FASTAI_SET_DEVICE = Learner._set_device
 
 # per learner: the callbacks its plans were made for (held, so their ids cannot be reused), and the plans
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -58,6 +67,15 @@ def call(self: Learner, event_name) -> None:
             self._call_one(name)
 
 
+def set_device(self: Learner, b):
+    """`Learner._set_device`: the batch on the model's device. One from a loader on that device is there already
+    (fastai's `to_device` would give back the same tensors); fastai's own moves any other."""
+    device = getattr(getattr(self, "dl", None), "device", None)
+    if device is not None and defaults.use_cuda is not False and torch.device(device) == next(self.model.parameters()).device:
+        return b
+    return FASTAI_SET_DEVICE(self, b)
+
+
 def install() -> None:
     """Dispatch this way in every fastai `Learner` of the process (`vision_studies.models` calls it)."""
-    Learner.__call__, Learner._call_one = call, call_one
+    Learner.__call__, Learner._call_one, Learner._set_device = call, call_one, set_device
