@@ -127,3 +127,16 @@ def test_a_batch_already_on_the_models_device_is_handed_on_and_any_other_is_move
                                       device=None).train  # a loader that does not say where its batches are
     batch = (torch.randn(2, 8), torch.zeros(2, dtype=torch.long))
     assert learn._set_device(batch) is not batch
+
+
+def test_a_loader_on_cuda_is_on_the_model_s_gpu_when_that_is_the_current_one(monkeypatch):
+    # torch compares "cuda" and "cuda:0" as different devices, though `Module.to("cuda")` puts parameters on
+    # "cuda:0" when GPU 0 is the current one: our loaders say "cuda" (data.dataloaders' default)
+    assert torch.device("cuda") != torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # no GPU here: the current one is said, not found
+    assert dispatch.same_device("cuda", torch.device("cuda", 1))
+    assert not dispatch.same_device("cuda", torch.device("cuda", 0))
+    assert not dispatch.same_device("cuda:0", torch.device("cuda", 1))
+    assert not dispatch.same_device("cuda", torch.device("cpu"))
+    assert dispatch.same_device(torch.device("cpu"), torch.device("cpu"))
+    assert not dispatch.same_device("cpu", torch.device("meta"))

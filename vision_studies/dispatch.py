@@ -13,7 +13,8 @@ Each batch also passes through `Learner._set_device`, which fastai's `to_device`
 Python `__torch_function__` call for each of fastai's tensor types, then `retain_type`) even when nothing moves:
 60 us a LeNet-5 batch, 2% of its fit. fastai's loaders (and this package's) put every batch on their own
 `device` as they yield it, so a batch from a loader on the model's device is already where fastai would move it,
-and `set_device` hands it on as it is; any other batch goes through fastai's.
+and `set_device` hands it on as it is (a loader's "cuda" is the model's "cuda:0" while GPU 0 is the current one);
+any other batch goes through fastai's.
 
 `install()` puts these methods on fastai's `Learner` itself, so every learner in the process (ours, and
 those `vision_learner` or `load_learner` make) dispatches this way and pickles exactly as before.
@@ -28,7 +29,7 @@ from fastai.callback.core import event
 from fastai.learner import Learner
 from fastai.torch_core import defaults
 
-__all__ = ["install", "call", "call_one", "set_device", "FASTAI_CALL", "FASTAI_CALL_ONE", "FASTAI_SET_DEVICE"]
+__all__ = ["FASTAI_CALL", "FASTAI_CALL_ONE", "FASTAI_SET_DEVICE", "call", "call_one", "install", "same_device", "set_device"]
 
 FASTAI_CALL = Learner.__call__
 FASTAI_CALL_ONE = Learner._call_one
@@ -67,11 +68,21 @@ def call(self: Learner, event_name) -> None:
             self._call_one(name)
 
 
+def same_device(loader_device: torch.device | str, model_device: torch.device) -> bool:
+    """Whether a loader's batches are on the model's device. A loader says "cuda" (this package's default, and a
+    user's) where a model's parameters say "cuda:0": the same GPU when it is the current one, which is where
+    `Module.to("cuda")` put them, and `torch.device` compares the two as different."""
+    device = torch.device(loader_device)
+    if device.type == model_device.type == "cuda" and device.index is None:
+        return model_device.index == torch.cuda.current_device()
+    return device == model_device
+
+
 def set_device(self: Learner, b):
     """`Learner._set_device`: the batch on the model's device. One from a loader on that device is there already
     (fastai's `to_device` would give back the same tensors); fastai's own moves any other."""
     device = getattr(getattr(self, "dl", None), "device", None)
-    if device is not None and defaults.use_cuda is not False and torch.device(device) == next(self.model.parameters()).device:
+    if device is not None and defaults.use_cuda is not False and same_device(device, next(self.model.parameters()).device):
         return b
     return FASTAI_SET_DEVICE(self, b)
 
