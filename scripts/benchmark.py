@@ -31,8 +31,8 @@ process spoils one round, not the figure). The sections, and the goals they are 
                images per second per epoch at 224 px, first and later epochs apart, side by side: ours,
                fastai's stock ImageDataLoaders, torchvision ImageFolder + v2, and PIL decoding the originals
                on every core. Later epochs: at least 1.5x torchvision and 1.0x the decode-alone limit. Beside a CPU
-               run's loader, its own training step on a batch (ResNet-18), to show the loader's share of it, and its
-               conversion of a batch to float, with the part of it that is the kernel's page faults. Then
+               run's loader, the same loader's 8-bit batches (its float conversion left out) and its own training step on a
+               batch (ResNet-18), to show the conversion's and the loader's share of a run. Then
                the rates the T4 estimate records (estimate.MEASURED_HERE), measured again beside the recorded ones.
 """
 
@@ -910,21 +910,6 @@ def estimate_rates(cache: Path, work: Path, n: int, workers: int, bs: int) -> di
     return rates
 
 
-def float_conversion(bs: int, size: int, rounds: int) -> tuple[float, float]:
-    """Seconds to turn a batch of 8-bit images into float as a CPU run's loader does (fastai's `IntToFloatTensor`,
-    a new tensor each batch), and the same arithmetic into a tensor already in use: the difference is the kernel
-    handing the new tensor's pages over, one fault for each 4 KiB."""
-    import torch
-    from fastai.data.transforms import IntToFloatTensor
-    from fastai.torch_core import TensorImage
-
-    x = TensorImage(torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8))
-    to_float, reused = IntToFloatTensor(), torch.empty(x.shape)
-    t = side_by_side(dict(new=lambda: _clock(lambda: to_float(x)),
-                          reused=lambda: _clock(lambda: reused.copy_(x).div_(255))), rounds)
-    return statistics.median(t["new"]), statistics.median(t["reused"])
-
-
 def cpu_training_step(arch: str, size: int, bs: int) -> float:
     """Seconds of one training step (`floor_loop`: forward, backward, fused AdamW) of timm's `arch` from random
     weights on a batch of `bs` random images at `size` px on this CPU, after one that lets oneDNN pick its kernels."""
@@ -1046,6 +1031,7 @@ def section_datapath(report: Report, args) -> None:
                          presize=args.work / "presized-epochs", augment_on="batches")
     pipelines = {
         "ours": (ours.train, ours.valid),
+        "ours_8bit": (ours.train.new(after_batch=None), ours.valid.new(after_batch=None)),  # the CPU run's, unconverted
         "ours_gpu": (on_gpu.train.new(after_batch=None), on_gpu.valid.new(after_batch=None)),
         "fastai": _fastai_stock_loaders(folder, size, bs, workers),
         "torchvision": _torchvision_loaders(folder, size, bs, workers),
@@ -1059,7 +1045,8 @@ def section_datapath(report: Report, args) -> None:
         later = side_by_side(runs, 1 if args.quick else max(2, args.repeats // 2))
     what = (f"{len(files):,} JPEGs of about 500x375 -> {size}px, batches of {bs}, {workers} workers, 'light' augmentation "
             "in training, resize only in validation; an epoch is both passes. ours: a CPU run (augmented image by image, "
-            "converted to float); ours_gpu: a GPU run's CPU part (8-bit batches; the GPU augments and converts them)")
+            "converted to float); ours_8bit: the same, unconverted; ours_gpu: a GPU run's CPU part (8-bit batches; the GPU "
+            "augments and converts them)")
     report.note(what + f"; {_load()}")
     for name in (*pipelines, "decode"):
         report.add("datapath", f"{name}: first epoch / later epochs, images per second", first[name], "img/s",
@@ -1073,18 +1060,17 @@ def section_datapath(report: Report, args) -> None:
     report.add("datapath", "later epochs: ours / fastai's stock ImageDataLoaders", median_ratio(later["ours"], later["fastai"]), "x",
                "both augmenting on this CPU")
     # A CPU run converts each batch to float in the main process, which neither a GPU run's CPU part (the GPU
-    # converts) nor the decode-alone limit does: its loader's share of the run is what says whether that matters
+    # converts) nor the decode-alone limit does: what that costs the loader, and the loader's share of the run,
+    # say whether it matters
+    report.add("datapath", "later epochs, a CPU run: ours / the same loader's 8-bit batches",
+               median_ratio(later["ours"], later["ours_8bit"]), "x",
+               f"{statistics.median(later['ours']):.0f} against {statistics.median(later['ours_8bit']):.0f} img/s: what converting "
+               "each batch to float in the main process costs")
     step = cpu_training_step("resnet18", size, bs)
     batch_s = bs / statistics.median(later["ours"])
     report.add("datapath", f"a CPU run: a training step of ResNet-18 on a batch of {bs} at {size}px", step, "s",
                f"the lightest photo model of the studies; the loader's later epochs deliver a batch in "
                f"{batch_s * 1e3:.0f} ms, {batch_s / (batch_s + step):.1%} of the two")
-    new, reused = float_conversion(bs, size, 3 if args.quick else 9)
-    report.add("datapath", "a CPU run: a batch to float, into a new tensor / one in use", new / reused, "x",
-               f"fastai's IntToFloatTensor on {bs} images at {size}px {new * 1e3:.1f} ms, the same arithmetic into a "
-               f"tensor already in use {reused * 1e3:.1f} ms: the rest is the kernel's page faults on the new "
-               f"{bs * 3 * size * size * 4 / 2**20:.1f} MiB. Timed alone; a run's main process pays it beside the "
-               "workers, and the decode-alone limit not at all")
     report.add("datapath", "first epoch: ours / torchvision ImageFolder+v2", first["ours"] / first["torchvision"], "x",
                "our first epoch reads the cache the loader build wrote (its time is above)")
 

@@ -54,7 +54,7 @@ def test_quick_benchmark_prints_every_section(quick_run):
                      "lenet5 28px: onnxruntime / PyTorch eager, one file", "import vision_studies / import fastai.vision.all",
                      "per notebook: kernel start and papermill (a fresh kernel)", "LeNet-5, 1 epochs: held-out accuracy (median of 1 seeds)",
                      "a CPU run: a training step of ResNet-18 on a batch of 16 at 64px",
-                     "a CPU run: a batch to float, into a new tensor / one in use",
+                     "later epochs, a CPU run: ours / the same loader's 8-bit batches",
                      *(f"T4 estimate's rate {key!r}" for key in MEASURED_HERE)):
         assert expected in names, f"{expected!r} not reported: {sorted(names)}"
     # every figure is a ratio, seconds or images per second (all measured from clocks that ran, so above
