@@ -31,9 +31,9 @@ process spoils one round, not the figure). The sections, and the goals they are 
                images per second per epoch at 224 px, first and later epochs apart, side by side: ours,
                fastai's stock ImageDataLoaders, torchvision ImageFolder + v2, and PIL decoding the originals
                on every core. Later epochs: at least 1.5x torchvision and 1.0x the decode-alone limit. Beside a CPU
-               run's loader, the same loader's 8-bit batches (its float conversion left out) and its own training step on a
-               batch (ResNet-18), to show the conversion's and the loader's share of a run. Then
-               the rates the T4 estimate records (estimate.MEASURED_HERE), measured again beside the recorded ones.
+               run's loader, the same loader's 8-bit batches (its float conversion left out) and its own training
+               step on a batch (ResNet-18), to show the conversion's and the loader's share of a run. Then the
+               rates the T4 estimate records (estimate.MEASURED_HERE), measured again beside the recorded ones.
 """
 
 from __future__ import annotations
