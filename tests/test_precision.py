@@ -88,3 +88,20 @@ def test_bf16_needs_no_scaler(digits_learner):
     learn.fit(1, 1e-3, cbs=[AutocastPrecision("bf16", "cpu"), watch])
     assert watch.scales and set(watch.scales) == {None}  # the scaler is off: bf16 has fp32's range
     assert all(watch.changed)
+
+
+def test_the_gpu_check_trains_in_each_precision_on_a_gpu_and_says_why_not_elsewhere():
+    """scripts/gpu_check.py fine-tunes study 08's fixture on CUDA in bf16 and in fp16 with its scaler (a T4's
+    path); without a GPU it must say so and fail, not pass having checked nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(repo / "scripts" / "gpu_check.py")], check=False, capture_output=True,
+                          text=True, cwd=repo, timeout=900)
+    if torch.cuda.is_available():
+        assert done.returncode == 0 and "gpu_check: ok" in done.stdout, done.stdout + done.stderr
+        assert "bf16: trained in bf16" in done.stdout and "fp16: trained in fp16" in done.stdout
+    else:
+        assert done.returncode == 1 and "no CUDA device here" in done.stdout, done.stdout + done.stderr
