@@ -91,8 +91,8 @@ def test_bf16_needs_no_scaler(digits_learner):
 
 
 def test_the_gpu_check_trains_in_each_precision_on_a_gpu_and_says_why_not_elsewhere():
-    """scripts/gpu_check.py fine-tunes study 08's fixture on CUDA in bf16 and in fp16 with its scaler (a T4's
-    path); without a GPU it must say so and fail, not pass having checked nothing."""
+    """scripts/gpu_check.py fine-tunes study 08's fixture on CUDA in fp16 with its scaler (a T4's path) and, from
+    compute capability 8.0, in bf16; without a GPU it must say so and fail, not pass having checked nothing."""
     import subprocess
     import sys
     from pathlib import Path
@@ -102,6 +102,8 @@ def test_the_gpu_check_trains_in_each_precision_on_a_gpu_and_says_why_not_elsewh
                           text=True, cwd=repo, timeout=900)
     if torch.cuda.is_available():
         assert done.returncode == 0 and "gpu_check: ok" in done.stdout, done.stdout + done.stderr
-        assert "bf16: trained in bf16" in done.stdout and "fp16: trained in fp16" in done.stdout
+        assert "fp16: trained in fp16" in done.stdout
+        if torch.cuda.get_device_capability() >= (8, 0):
+            assert "bf16: trained in bf16" in done.stdout
     else:
         assert done.returncode == 1 and "no CUDA device here" in done.stdout, done.stdout + done.stderr
