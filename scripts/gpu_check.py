@@ -55,24 +55,25 @@ def main() -> int:
         return done
 
     train.AutocastPrecision.after_fit, pipeline.fit = record_scales, spy_fit  # the fit every entry point calls
-    failed = False
-    # bf16 only where amp_mode would choose it: below compute 8.0 (a T4) it is emulated, and convolutions crawl
-    for mode in ("bf16", "fp16") if train.amp_mode(capability) == "bf16" else ("fp16",):
-        train.amp_mode = lambda capability, mode=mode: mode  # what fit asks for this device
-        seen.clear()
-        with tempfile.TemporaryDirectory() as out:
-            cli.main(["train", "08", "--fixture", "--image-size", "224", "--epochs", "2", "--output-dir", out,
-                      "--data-dir", str(REPO / "data")])
-            record = json.loads(next(Path(out).rglob("results.json")).read_text())
-        metrics = {k: v for k, v in record["metrics"].items() if isinstance(v, float)}
-        scales = seen.get("scales", [])
-        print(f"{mode}: trained in {seen['precision']}, channels-last {seen['channels_last']}, "
-              f"fit {seen['seconds']:.1f} s, {len(scales)} scaled steps"
-              + (f" (scale {scales[0]:g} to {scales[-1]:g})" if scales else "") + f"; {metrics}")
-        chance = 1 / 37  # the fixture's 37 breeds
-        failed |= (seen["precision"] != mode or not seen["channels_last"] or (mode == "fp16") != bool(scales)
-                   or not metrics["accuracy"] > 2 * chance)
-    train.amp_mode, train.AutocastPrecision.after_fit, pipeline.fit = chosen, after_fit, fit
+    failed, chance = False, 1 / 37  # the fixture's 37 breeds
+    try:
+        # bf16 only where amp_mode would choose it: below compute 8.0 (a T4) it is emulated, and convolutions crawl
+        for mode in ("bf16", "fp16") if chosen(capability) == "bf16" else ("fp16",):
+            train.amp_mode = lambda capability, mode=mode: mode  # what fit asks for on this device
+            seen.clear()
+            with tempfile.TemporaryDirectory() as out:
+                cli.main(["train", "08", "--fixture", "--image-size", "224", "--epochs", "2", "--output-dir", out,
+                          "--data-dir", str(REPO / "data")])
+                record = json.loads(next(Path(out).rglob("results.json")).read_text())
+            metrics = {k: v for k, v in record["metrics"].items() if isinstance(v, float)}
+            scales = seen.get("scales", [])
+            print(f"{mode}: trained in {seen['precision']}, channels-last {seen['channels_last']}, "
+                  f"fit {seen['seconds']:.1f} s, {len(scales)} scaled steps"
+                  + (f" (scale {scales[0]:g} to {scales[-1]:g})" if scales else "") + f"; {metrics}")
+            failed |= (seen["precision"] != mode or not seen["channels_last"] or (mode == "fp16") != bool(scales)
+                       or not metrics["accuracy"] > 2 * chance)
+    finally:
+        train.amp_mode, train.AutocastPrecision.after_fit, pipeline.fit = chosen, after_fit, fit
     print("gpu_check:", "FAILED" if failed else "ok")
     return int(failed)
 
